@@ -1,0 +1,148 @@
+"""Moderation in the Django admin: rooms, memberships, messages, and who is online now.
+
+Every action goes through chat.services, so it takes effect live in open browsers, and
+is recorded in the admin log (``LogEntry``). The admin itself is staff-only.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.contrib import admin, messages
+from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.auth import get_user_model
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import path, reverse
+from django.utils import timezone
+
+from chat import services
+from chat.models import Membership, Message, Room
+from realtime.presence import presence_snapshot
+from realtime.protocol import SLUG_RE
+
+
+@admin.register(Room)
+class RoomAdmin(admin.ModelAdmin):
+    list_display = ("slug", "title", "is_public", "last_seq", "created_by", "created_at")
+    list_filter = ("is_public", "created_at")
+    search_fields = ("slug", "title")
+    readonly_fields = ("last_seq",)
+    change_list_template = "admin/chat/room/change_list.html"
+
+    def get_urls(self):
+        urls = super().get_urls()
+        return [
+            path("online/", self.admin_site.admin_view(self.online_view), name="chat_room_online"),
+            path("online/kick/", self.admin_site.admin_view(self.kick_view), name="chat_room_kick"),
+        ] + urls
+
+    def online_view(self, request: HttpRequest) -> HttpResponse:
+        """Who is connected to which room right now, from presence (every process)."""
+        try:
+            snapshot = presence_snapshot()
+            error = None
+        except Exception:
+            snapshot, error = {}, "Presence is unavailable (is Redis running?)."
+        users = {u.username: u for u in get_user_model().objects.filter(
+            username__in={n for names in snapshot.values() for n in names})}
+        rows = [(room, [(name, users.get(name)) for name in names]) for room, names in snapshot.items()]
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Online now",
+            "rows": rows,
+            "error": error,
+            "opts": self.model._meta,
+        }
+        return render(request, "admin/chat/room/online.html", context)
+
+    def kick_view(self, request: HttpRequest) -> HttpResponse:
+        """Take a user's sockets out of a room now (POST; logged)."""
+        if request.method != "POST" or not self.has_change_permission(request):
+            return HttpResponse(status=405 if request.method != "POST" else 403)
+        slug = request.POST.get("room", "")
+        user = get_user_model().objects.filter(username=request.POST.get("user", "")).first()
+        room = Room.objects.filter(slug=slug).first() if SLUG_RE.fullmatch(slug) else None
+        if user is None or room is None:
+            messages.error(request, "No such user or room.")
+        else:
+            services.member_kick(room_slug=room.slug, user_id=user.pk)
+            LogEntry.objects.log_actions(
+                user_id=request.user.pk,
+                queryset=[room],
+                action_flag=CHANGE,
+                change_message=f"Kicked {user.get_username()} from the room.",
+                single_object=True,
+            )
+            messages.success(request, f"{user.get_username()} was removed from {room.slug}.")
+        return HttpResponseRedirect(reverse("admin:chat_room_online"))
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ("user", "room", "role", "muted_until", "banned", "joined_at")
+    list_filter = ("role", "banned", "room")
+    search_fields = ("user__username", "room__slug")
+    autocomplete_fields = ("user", "room")
+    actions = ("mute_10_minutes", "mute_1_day", "unmute", "ban", "unban")
+
+    def _each(self, request, queryset, service, verb: str, **kwargs) -> None:
+        count = 0
+        for membership in queryset.select_related("user", "room"):
+            service(membership=membership, **kwargs)
+            self.log_change(request, membership, f"{verb}.")
+            count += 1
+        self.message_user(request, f"{verb}: {count} membership(s).", messages.SUCCESS)
+
+    @admin.action(description="Mute for 10 minutes", permissions=["change"])
+    def mute_10_minutes(self, request, queryset):
+        self._each(request, queryset, services.member_mute, "Muted for 10 minutes",
+                   until=timezone.now() + timedelta(minutes=10))
+
+    @admin.action(description="Mute for 1 day", permissions=["change"])
+    def mute_1_day(self, request, queryset):
+        self._each(request, queryset, services.member_mute, "Muted for 1 day", until=timezone.now() + timedelta(days=1))
+
+    @admin.action(description="Unmute", permissions=["change"])
+    def unmute(self, request, queryset):
+        self._each(request, queryset, services.member_mute, "Unmuted", until=None)
+
+    @admin.action(description="Ban from the room (leaves at once)", permissions=["change"])
+    def ban(self, request, queryset):
+        self._each(request, queryset, services.member_ban, "Banned")
+
+    @admin.action(description="Unban", permissions=["change"])
+    def unban(self, request, queryset):
+        self._each(request, queryset, services.member_unban, "Unbanned")
+
+
+@admin.register(Message)
+class MessageAdmin(admin.ModelAdmin):
+    list_display = ("room", "seq", "author", "short_body", "created_at", "edited_at", "deleted_at")
+    list_filter = ("room", ("deleted_at", admin.EmptyFieldListFilter), "created_at")
+    search_fields = ("body", "author__username", "room__slug")
+    readonly_fields = ("room", "author", "seq", "client_id", "created_at", "edited_at", "deleted_at")
+    list_select_related = ("room", "author")
+    actions = ("remove_messages",)
+
+    @admin.display(description="body")
+    def short_body(self, obj: Message) -> str:
+        return obj.body if len(obj.body) <= 80 else obj.body[:77] + "…"
+
+    def has_add_permission(self, request) -> bool:
+        # Messages are posted through the chat, which assigns seq and broadcasts.
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # Hard deletes would leave holes in seq; "Delete live" tombstones instead.
+        return False
+
+    @admin.action(description="Delete (disappears from open browsers)", permissions=["change"])
+    def remove_messages(self, request, queryset):
+        count = 0
+        for message in queryset.select_related("room", "author"):
+            if not message.is_deleted:
+                services.message_remove(message=message)
+                self.log_change(request, message, "Deleted live.")
+                count += 1
+        self.message_user(request, f"Deleted {count} message(s).", messages.SUCCESS)

@@ -1,0 +1,24 @@
+"""Forms of the chat pages."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib.auth.forms import UserCreationForm
+
+from chat.models import Room
+
+
+class SignupForm(UserCreationForm):
+    """Sign-up: a username and a password, twice."""
+
+    class Meta(UserCreationForm.Meta):
+        fields = ("username",)
+
+
+class RoomForm(forms.ModelForm):
+    """A new room."""
+
+    class Meta:
+        model = Room
+        fields = ("slug", "title", "is_public")
+        help_texts = {"slug": "Lower-case letters, digits and dashes; it names the room in URLs."}

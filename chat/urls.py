@@ -1,0 +1,13 @@
+from django.urls import path
+
+from chat import views
+
+app_name = "chat"
+
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("accounts/signup/", views.signup, name="signup"),
+    path("rooms/new/", views.room_new, name="room-new"),
+    path("api/rooms/", views.rooms_list, name="rooms"),
+    path("api/rooms/<str:slug>/messages/", views.room_messages, name="room-messages"),
+]

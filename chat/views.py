@@ -1,0 +1,123 @@
+"""Chat pages and the history API. Reads through chat.selectors, writes through chat.services."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from django.conf import settings
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse, HttpResponseNotModified, JsonResponse
+from django.shortcuts import redirect, render
+from django.utils.cache import patch_cache_control
+from django.views.decorators.http import require_GET, require_http_methods
+
+from chat import events, selectors, services
+from chat.forms import RoomForm, SignupForm
+from realtime.protocol import SLUG_RE
+
+
+def _rooms_payload(request: HttpRequest) -> list[dict]:
+    return [
+        {"slug": r.slug, "title": r.title, "public": r.is_public, "last_seq": r.last_seq}
+        for r in selectors.rooms_visible(user=request.user)
+    ]
+
+
+@login_required
+@require_GET
+def index(request: HttpRequest) -> HttpResponse:
+    """The chat: room list, messages, composer, presence."""
+    rooms = _rooms_payload(request)
+    config = {
+        "user": request.user.get_username(),
+        "rooms": rooms,
+        "room": request.GET.get("room") or (rooms[0]["slug"] if rooms else None),
+        "maxBody": settings.REALTIME["MAX_BODY_CHARS"],
+        "pingMs": settings.REALTIME["CLIENT_PING_MS"],
+    }
+    return render(request, "chat/index.html", {"config": config, "room_form": RoomForm()})
+
+
+@login_required
+@require_GET
+def rooms_list(request: HttpRequest) -> JsonResponse:
+    """The rooms the user can see, with their latest seq (for unread counts)."""
+    response = JsonResponse({"rooms": _rooms_payload(request)})
+    patch_cache_control(response, private=True, no_cache=True)
+    return response
+
+
+@require_http_methods(["GET", "POST"])
+def signup(request: HttpRequest) -> HttpResponse:
+    """Create an account and log in."""
+    if request.user.is_authenticated:
+        return redirect("chat:index")
+    form = SignupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = form.save()
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        return redirect("chat:index")
+    return render(request, "registration/signup.html", {"form": form})
+
+
+@login_required
+@require_http_methods(["POST"])
+def room_new(request: HttpRequest) -> HttpResponse:
+    """Create a room from the chat page's form and open it."""
+    form = RoomForm(request.POST)
+    if form.is_valid():
+        try:
+            room = services.room_create(
+                slug=form.cleaned_data["slug"],
+                title=form.cleaned_data["title"],
+                is_public=form.cleaned_data["is_public"],
+                created_by=request.user,
+            )
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            return redirect(f"/?room={room.slug}")
+    return render(request, "chat/room_new.html", {"room_form": form}, status=400)
+
+
+@login_required
+@require_GET
+def room_messages(request: HttpRequest, slug: str) -> HttpResponse:
+    """A page of older messages: ``?before=SEQ`` (default: the newest), ``&limit=N`` (<= 100).
+
+    Members only. Sent with an ETag and a private Cache-Control, so the browser's cache
+    answers repeated reads and the socket carries only live traffic.
+    """
+    if not SLUG_RE.fullmatch(slug):
+        return JsonResponse({"error": "room_not_found"}, status=404)
+    room = selectors.room_by_slug(slug=slug)
+    if room is None:
+        return JsonResponse({"error": "room_not_found"}, status=404)
+    membership = selectors.membership_of(room=room, user=request.user)
+    if membership is None or membership.banned:
+        return JsonResponse({"error": "forbidden"}, status=403)
+    try:
+        limit = max(1, min(100, int(request.GET.get("limit", settings.REALTIME["HISTORY_PAGE"]))))
+        before = int(request.GET["before"]) if "before" in request.GET else room.last_seq + 1
+    except ValueError:
+        return JsonResponse({"error": "invalid_field", "detail": "before and limit are integers"}, status=400)
+    page = selectors.room_before(room=room, before_seq=before, limit=limit)
+    body = {
+        "room": slug,
+        "messages": [events.message_event(m) for m in page],
+        "has_more": bool(page) and page[0].seq > 1,
+    }
+    payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    etag = '"' + hashlib.sha256(payload).hexdigest()[:32] + '"'
+    if etag in request.headers.get("If-None-Match", ""):
+        response: HttpResponse = HttpResponseNotModified()
+    else:
+        response = HttpResponse(payload, content_type="application/json")
+    response["ETag"] = etag
+    # A page before a given seq only changes on an edit or delete: cache briefly, then revalidate.
+    patch_cache_control(response, private=True, max_age=30 if "before" in request.GET else 0)
+    response["Vary"] = "Cookie"
+    return response

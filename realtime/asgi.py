@@ -1,0 +1,34 @@
+"""The ASGI application: HTTP through Django, WebSockets through the routes below.
+
+Read each WebSocket route from the outside in: Origin check, then authentication
+(session cookie or ticket), then the consumer. Both run before accept.
+"""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "realtime.settings")
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import WebsocketDenier  # noqa: E402
+from django.urls import path, re_path  # noqa: E402
+
+from chat.consumers import ChatConsumer  # noqa: E402
+from realtime.echo import EchoConsumer  # noqa: E402
+from realtime.handshake import HandshakeAuth, OriginGuard  # noqa: E402
+
+websocket_urlpatterns = [
+    path("ws/echo/", OriginGuard(EchoConsumer.as_asgi())),
+    path("ws/chat/", HandshakeAuth(ChatConsumer.as_asgi())),
+    # Any other path is refused with 403 rather than failing inside the router.
+    re_path(r"", WebsocketDenier.as_asgi()),
+]
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": URLRouter(websocket_urlpatterns),
+    }
+)

@@ -1,0 +1,231 @@
+"""The base consumer: decode, validate, dispatch by registry, never crash on a bad frame.
+
+Subclasses (``chat.consumers.ChatConsumer``) map client message types to handler
+methods in ``handlers``; this class does everything around them:
+
+* negotiates the encoding (JSON or MessagePack) from the offered subprotocols;
+* counts the socket against the per-user cap and joins the user's and everyone's groups;
+* decodes each frame, validates it against its :class:`~realtime.protocol.MessageSpec`,
+  applies the rate limit, and calls the handler;
+* turns every failure into an ``error`` event — the stock ``AsyncJsonWebsocketConsumer``
+  closes with 1011 on a binary or invalid frame; this one never does;
+* forwards broadcast events and obeys broadcast controls (``realtime.broadcast``);
+* re-checks the socket's session periodically and on account changes.
+
+Dispatch never turns a client- or layer-supplied name into a method name: only the
+ASGI and broadcast types listed in ``dispatch`` and the types in ``handlers`` exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from typing import Any, Awaitable, Callable
+
+import sentry_sdk
+from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.db import DatabaseError
+from redis.exceptions import RedisError
+
+from realtime import broadcast, presence
+from realtime.auth import session_key_digest, socket_session_check
+from realtime.protocol import (
+    CloseCode,
+    ErrorCode,
+    JsonCodec,
+    ProtocolError,
+    Registry,
+    codec_negotiate,
+    frame_decode,
+    registry,
+)
+from realtime.ratelimit import rate_take
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[Any, dict[str, Any]], Awaitable[None]]
+
+
+class ProtocolConsumer(AsyncWebsocketConsumer):
+    """A WebSocket consumer that speaks the protocol of ``realtime.protocol``."""
+
+    #: The message types this consumer understands.
+    registry: Registry = registry
+    #: Client message type -> name of the coroutine method that handles it.
+    handlers: dict[str, str] = {}
+
+    codec = JsonCodec
+    conn_id = ""
+    user: Any = None
+    _recheck_task: asyncio.Task | None = None
+    _strikes = 0
+    _closing = False
+
+    # --- ASGI plumbing -----------------------------------------------------------
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Route ASGI and broadcast messages; anything else is logged and dropped."""
+        kind = message.get("type")
+        if kind == "websocket.receive":
+            await self.websocket_receive(message)
+        elif kind == broadcast.EVENT:
+            await self.realtime_event(message)
+        elif kind == broadcast.CONTROL:
+            await self.realtime_control(message)
+        elif kind == "websocket.connect":
+            await self.websocket_connect(message)
+        elif kind == "websocket.disconnect":
+            await self.websocket_disconnect(message)
+        else:
+            logger.warning("dropped a layer message of unknown type %r", kind)
+
+    async def websocket_connect(self, message: dict[str, Any]) -> None:
+        """Accept an authenticated socket (the handshake middleware already checked it)."""
+        self.user = self.scope.get("user")
+        if self.user is None or not self.user.is_authenticated:
+            await self.close()  # before accept: HTTP 403
+            return
+        self.codec, subprotocol = codec_negotiate(list(self.scope.get("subprotocols") or []))
+        self.conn_id = secrets.token_hex(8)
+        try:
+            allowed = await presence.connection_open(user_id=self.user.pk, conn_id=self.conn_id)
+            if allowed:
+                await self.channel_layer.group_add(broadcast.user_group(self.user.pk), self.channel_name)
+                await self.channel_layer.group_add(broadcast.EVERYONE, self.channel_name)
+        except (RedisError, OSError):
+            logger.warning("refusing a socket: Redis unavailable", exc_info=True)
+            await self.close()  # before accept: HTTP 403; the client retries with backoff
+            return
+        await self.accept(subprotocol)
+        if not allowed:
+            await self.close(CloseCode.TOO_MANY_CONNECTIONS)
+            return
+        self._recheck_task = asyncio.get_running_loop().create_task(self._recheck_forever())
+        await self.opened()
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        """Clean up every trace of the socket, whatever state it was in."""
+        if self._recheck_task is not None:
+            self._recheck_task.cancel()
+        if self.conn_id and self.user is not None and self.user.is_authenticated:
+            try:
+                await self.closed()
+                await self.channel_layer.group_discard(broadcast.user_group(self.user.pk), self.channel_name)
+                await self.channel_layer.group_discard(broadcast.EVERYONE, self.channel_name)
+                await presence.connection_close(user_id=self.user.pk, conn_id=self.conn_id)
+            except Exception:
+                # Whatever is left expires by itself (presence TTL, group expiry).
+                logger.warning("cleanup after disconnect failed", exc_info=True)
+        raise StopConsumer()
+
+    # --- Hooks for subclasses ------------------------------------------------------
+
+    async def opened(self) -> None:
+        """Called once the socket is accepted."""
+
+    async def closed(self) -> None:
+        """Called when the socket is gone; release rooms and presence here."""
+
+    # --- Client frames ---------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Decode, validate and dispatch one client frame; report failures as ``error``."""
+        context: dict[str, Any] = {}
+        try:
+            frame = frame_decode(self.codec, text_data, bytes_data)
+            if isinstance(frame.get("client_id"), str):
+                context["client_id"] = frame["client_id"][:64]
+            spec = self.registry.spec_for(frame)
+            context["request_type"] = spec.type
+            payload = spec.validate(frame)
+            if spec.rate_limited:
+                await self._rate_check()
+            method = self.handlers.get(spec.type)
+            if method is None:
+                raise ProtocolError(ErrorCode.UNKNOWN_TYPE, "unknown message type")
+            await getattr(self, method)(payload)
+        except ProtocolError as exc:
+            await self.send_event({**exc.as_event(), **{k: v for k, v in context.items() if k not in exc.extra}})
+        except (RedisError, DatabaseError, OSError, asyncio.TimeoutError) as exc:
+            logger.warning("frame failed on an unavailable backend: %s", type(exc).__name__)
+            err = ProtocolError(ErrorCode.UNAVAILABLE, "temporarily unavailable, nothing was stored; retry")
+            await self.send_event({**err.as_event(), **context})
+        except Exception as exc:
+            logger.exception("unexpected error handling a %s frame", context.get("request_type", "?"))
+            sentry_sdk.capture_exception(exc)
+            err = ProtocolError(ErrorCode.INTERNAL, "internal error; it has been reported")
+            await self.send_event({**err.as_event(), **context})
+
+    async def _rate_check(self) -> None:
+        allowed, wait = await rate_take(user_id=self.user.pk)
+        if allowed:
+            self._strikes = 0
+            return
+        self._strikes += 1
+        if self._strikes > settings.REALTIME["RATE_STRIKES_BEFORE_CLOSE"]:
+            await self.close(CloseCode.RATE_LIMITED)
+        raise ProtocolError(ErrorCode.RATE_LIMITED, "too many messages", retry_after=wait)
+
+    # --- Outgoing ----------------------------------------------------------------------
+
+    async def send_event(self, event: dict[str, Any]) -> None:
+        """Encode and send one protocol event to this socket."""
+        if self._closing:
+            return
+        await self.send(**self.codec.encode(event))
+
+    async def close(self, code: int | None = None, reason: str | None = None) -> None:
+        """Close the socket (once)."""
+        self._closing = True
+        await super().close(code, reason)
+
+    async def realtime_event(self, message: dict[str, Any]) -> None:
+        """A broadcast event: forward it unless this socket is the one excluded."""
+        if message.get("exclude") and message["exclude"] == self.channel_name:
+            return
+        await self.on_event(message["event"])
+
+    async def on_event(self, event: dict[str, Any]) -> None:
+        """Deliver a broadcast event; subclasses may filter or reorder."""
+        await self.send_event(event)
+
+    async def realtime_control(self, message: dict[str, Any]) -> None:
+        """A broadcast control addressed to this socket's user."""
+        action = message.get("action")
+        if action == "session_end":
+            if message.get("session") == session_key_digest(self.scope.get("auth_session_key")):
+                await self.close(CloseCode.SESSION_ENDED)
+        elif action == "recheck":
+            await self._recheck()
+        elif action == "close":
+            await self.close(int(message.get("code", CloseCode.NORMAL)))
+        else:
+            await self.on_control(message)
+
+    async def on_control(self, message: dict[str, Any]) -> None:
+        """Controls defined by subclasses (e.g. ``room_remove``)."""
+        logger.warning("unknown control %r", message.get("action"))
+
+    # --- Session re-check ---------------------------------------------------------------
+
+    async def _recheck(self) -> None:
+        code = await database_sync_to_async(socket_session_check)(
+            user_id=self.user.pk,
+            session_key=self.scope.get("auth_session_key"),
+            auth_hash=self.scope.get("auth_hash", ""),
+        )
+        if code is not None and not self._closing:
+            await self.close(code)
+
+    async def _recheck_forever(self) -> None:
+        period = settings.REALTIME["SESSION_RECHECK_SECONDS"]
+        while not self._closing:
+            await asyncio.sleep(period)
+            try:
+                await self._recheck()
+            except Exception:
+                logger.warning("session re-check failed; will retry", exc_info=True)

@@ -1,0 +1,114 @@
+"""The WebSocket handshake: Origin check and authentication, both before accept.
+
+``OriginGuard`` refuses a handshake whose ``Origin`` is not one of the site's own hosts
+(``ALLOWED_HOSTS``) or ``WS_ALLOWED_ORIGINS``: that is what stops cross-site WebSocket
+hijacking, since browsers send cookies with any site's WebSocket.
+
+``HandshakeAuth`` then finds the user, from a ``ticket`` query parameter or from the
+session cookie. A handshake with neither, or with a bad ticket, is refused with HTTP
+403 before the consumer runs. Missing ``Origin`` is tolerated only with a ticket
+(non-browser clients send none; a ticket is not ambient authority like a cookie).
+``Origin: null`` (sandboxed frames, ``file:`` pages) is always refused.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from channels.auth import get_user
+from channels.db import database_sync_to_async
+from channels.security.websocket import WebsocketDenier
+from channels.sessions import CookieMiddleware, SessionMiddleware
+from django.conf import settings
+from django.contrib.auth import HASH_SESSION_KEY
+from django.http.request import split_domain_port, validate_host
+
+from realtime.auth import ticket_redeem
+
+logger = logging.getLogger(__name__)
+
+
+def _header(scope: dict[str, Any], name: bytes) -> bytes | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value
+    return None
+
+
+def origin_allowed(origin: bytes | None, *, missing_ok: bool) -> bool:
+    """Whether a handshake's Origin header may open a socket."""
+    if origin is None:
+        return missing_ok
+    try:
+        text = origin.decode("ascii")
+    except UnicodeDecodeError:
+        return False
+    if text in settings.WS_ALLOWED_ORIGINS:
+        return True
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query:
+        return False
+    domain, _port = split_domain_port(parts.netloc)
+    return bool(domain) and validate_host(domain, settings.ALLOWED_HOSTS)
+
+
+async def deny(scope: dict[str, Any], receive: Any, send: Any, reason: str) -> None:
+    """Refuse the handshake with HTTP 403 (logged without the query string)."""
+    logger.info("websocket refused at %s: %s", scope.get("path"), reason)
+    await WebsocketDenier()(scope, receive, send)
+
+
+class OriginGuard:
+    """Refuse WebSocket handshakes from other sites' pages."""
+
+    def __init__(self, app: Any, *, missing_ok: bool = False) -> None:
+        self.app = app
+        self.missing_ok = missing_ok
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        if not origin_allowed(_header(scope, b"origin"), missing_ok=self.missing_ok):
+            return await deny(scope, receive, send, "origin not allowed")
+        return await self.app(scope, receive, send)
+
+
+class _HandshakeAuthInner:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        origin = _header(scope, b"origin")
+        tickets = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("ticket")
+        scope = dict(scope)
+        if tickets:
+            if not origin_allowed(origin, missing_ok=True):
+                return await deny(scope, receive, send, "origin not allowed")
+            redeemed = await ticket_redeem(tickets[0])
+            if redeemed is None:
+                return await deny(scope, receive, send, "invalid ticket")
+            scope.update(
+                user=redeemed.user,
+                auth_method="ticket",
+                auth_session_key=redeemed.session_key,
+                auth_hash=redeemed.auth_hash,
+            )
+        else:
+            if not origin_allowed(origin, missing_ok=False):
+                return await deny(scope, receive, send, "origin not allowed")
+            user = await get_user(scope)
+            if not user.is_authenticated:
+                return await deny(scope, receive, send, "not authenticated")
+            session = scope["session"]
+            scope.update(
+                user=user,
+                auth_method="session",
+                auth_session_key=session.session_key,
+                auth_hash=await database_sync_to_async(session.get)(HASH_SESSION_KEY, ""),
+            )
+        return await self.app(scope, receive, send)
+
+
+def HandshakeAuth(app: Any) -> Any:
+    """Cookie and session middleware around ticket-or-session authentication."""
+    return CookieMiddleware(SessionMiddleware(_HandshakeAuthInner(app)))

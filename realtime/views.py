@@ -1,0 +1,50 @@
+"""HTTP endpoints of the real-time core: the echo page, health, WebSocket tickets."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_POST
+
+from realtime.auth import ticket_issue
+from realtime.redis_pool import redis_sync
+
+
+@require_GET
+def echo_page(request: HttpRequest) -> HttpResponse:
+    """The article's echo example, against our own /ws/echo/."""
+    return render(request, "echo.html")
+
+
+@never_cache
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    """Liveness and readiness: the database and Redis answer (503 otherwise)."""
+    checks = {}
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        checks["database"] = "ok"
+    except Exception:
+        checks["database"] = "error"
+    try:
+        redis_sync().ping()
+        checks["redis"] = "ok"
+    except Exception:
+        checks["redis"] = "error"
+    healthy = all(v == "ok" for v in checks.values())
+    return JsonResponse({"status": "ok" if healthy else "error", **checks}, status=200 if healthy else 503)
+
+
+@never_cache
+@require_POST
+@login_required
+def ws_ticket(request: HttpRequest) -> JsonResponse:
+    """A single-use WebSocket ticket for the logged-in user (CSRF-protected POST)."""
+    from django.conf import settings
+
+    ticket = ticket_issue(user=request.user, session_key=request.session.session_key)
+    return JsonResponse({"ticket": ticket, "expires_in": settings.REALTIME["TICKET_TTL"]})

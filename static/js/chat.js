@@ -1,0 +1,301 @@
+// The chat page: room list with unread counts, messages, composer, presence, typing.
+// All socket work is in realtime-client.js. User text is rendered with textContent only.
+
+import { RealtimeClient } from "./realtime-client.js";
+
+const config = JSON.parse(document.getElementById("chat-config").textContent);
+const $ = (id) => document.getElementById(id);
+const els = {
+  rooms: $("room-list"), title: $("room-title"), messages: $("messages"), presence: $("presence"),
+  typing: $("typing"), composer: $("composer"), body: $("body"), conn: $("conn-status"),
+  notice: $("notice"), older: $("older"),
+};
+
+const READ_KEY = `chat.read.${config.user}`;
+const readSeq = JSON.parse(localStorage.getItem(READ_KEY) || "{}");
+const rooms = new Map(config.rooms.map((r) => [r.slug, { ...r }]));
+let current = config.room;
+let presence = new Set();
+let typingTimers = new Map();
+let baseTitle = document.title;
+
+const client = new RealtimeClient({ pingMs: config.pingMs });
+
+// --- rendering ------------------------------------------------------------------
+
+function el(tag, cls, text) {
+  const node = document.createElement(tag);
+  if (cls) node.className = cls;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function timeOf(ts) {
+  const d = ts ? new Date(ts) : new Date();
+  return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+function unread(slug) {
+  const room = rooms.get(slug);
+  return room ? Math.max(0, (room.last_seq || 0) - (readSeq[slug] || 0)) : 0;
+}
+
+function renderRooms() {
+  els.rooms.replaceChildren();
+  let total = 0;
+  for (const room of rooms.values()) {
+    const li = el("li");
+    const a = el("a", room.slug === current ? "active" : "");
+    a.href = `?room=${encodeURIComponent(room.slug)}`;
+    a.dataset.room = room.slug;
+    a.append(el("span", "name", `# ${room.title || room.slug}`));
+    const n = room.slug === current ? 0 : unread(room.slug);
+    total += n;
+    if (n > 0) a.append(el("span", "unread", String(n)));
+    a.addEventListener("click", (e) => { e.preventDefault(); openRoom(room.slug); });
+    li.append(a);
+    els.rooms.append(li);
+  }
+  const own = document.hidden ? unread(current) : 0;
+  const count = total + own;
+  document.title = count > 0 ? `(${count}) ${baseTitle}` : baseTitle;
+}
+
+function markRead(slug, seq) {
+  if (!slug || document.hidden) return;
+  if ((readSeq[slug] || 0) < seq) {
+    readSeq[slug] = seq;
+    localStorage.setItem(READ_KEY, JSON.stringify(readSeq));
+  }
+}
+
+function messageNode(event) {
+  const li = el("li", "message");
+  li.dataset.seq = event.seq ?? "";
+  if (event.id) li.dataset.id = event.id;
+  if (event.client_id) li.dataset.clientId = event.client_id;
+  li.append(el("span", "meta", timeOf(event.ts)), el("span", "author", event.author || config.user));
+  li.append(el("span", "body", event.body));
+  if (event.edited_ts) li.append(el("span", "edited", "(edited)"));
+  return li;
+}
+
+function insertBySeq(node, seq) {
+  // Keep the list in seq order whatever order events arrive in; pending ones stay last.
+  for (const other of els.messages.children) {
+    const s = Number(other.dataset.seq);
+    if (other.dataset.seq !== "" && s > seq) { els.messages.insertBefore(node, other); return; }
+    if (other.classList.contains("pending")) { els.messages.insertBefore(node, other); return; }
+  }
+  els.messages.append(node);
+}
+
+function showMessage(event) {
+  if (event.room !== current) return;
+  if (els.messages.querySelector(`li[data-seq="${event.seq}"]`)) return; // never twice
+  const pending = event.client_id && els.messages.querySelector(`li.pending[data-client-id="${CSS.escape(event.client_id)}"]`);
+  if (pending) pending.remove();
+  insertBySeq(messageNode(event), event.seq);
+  if (nearBottom()) els.messages.scrollTop = els.messages.scrollHeight;
+}
+
+function nearBottom() {
+  return els.messages.scrollHeight - els.messages.scrollTop - els.messages.clientHeight < 120;
+}
+
+function renderPresence() {
+  els.presence.replaceChildren(...[...presence].sort().map((name) => el("li", "", name)));
+}
+
+function showNotice(text) {
+  els.notice.textContent = text;
+  els.notice.hidden = !text;
+}
+
+function renderConn({ state, rtt, delay }) {
+  els.conn.dataset.state = state;
+  let text = state;
+  if (state === "connected") text = rtt != null ? `connected (${rtt} ms)` : "connected";
+  if (state === "reconnecting" && delay != null) {
+    const until = Date.now() + delay;
+    const tick = () => {
+      if (client.state !== "reconnecting") return;
+      els.conn.textContent = `reconnecting in ${Math.max(0, Math.ceil((until - Date.now()) / 1000))} s`;
+      if (Date.now() < until) setTimeout(tick, 250);
+    };
+    tick();
+    return;
+  }
+  if (state === "connecting") text = "connecting…";
+  els.conn.textContent = text;
+}
+
+// --- room switching -------------------------------------------------------------------
+
+function openRoom(slug) {
+  if (!slug) return;
+  if (current && current !== slug) client.leave(current);
+  current = slug;
+  history.replaceState(null, "", `?room=${encodeURIComponent(slug)}`);
+  els.messages.replaceChildren();
+  presence = new Set();
+  renderPresence();
+  els.title.textContent = rooms.get(slug)?.title || slug;
+  els.older.hidden = true;
+  showNotice("");
+  client.join(slug);
+  renderRooms();
+}
+
+async function loadOlder() {
+  const first = els.messages.querySelector("li[data-seq]:not([data-seq=''])");
+  const before = first ? Number(first.dataset.seq) : undefined;
+  const url = `/api/rooms/${encodeURIComponent(current)}/messages/` + (before ? `?before=${before}` : "");
+  const response = await fetch(url, { credentials: "same-origin" });
+  if (!response.ok) return;
+  const page = await response.json();
+  for (const event of page.messages) if (event.type === "message") showMessage(event);
+  els.older.hidden = !page.has_more;
+}
+
+// --- client events ------------------------------------------------------------------
+
+client.on("state", renderConn);
+client.on("joined", (e) => {
+  if (e.room !== current) return;
+  if (e.reset) els.messages.replaceChildren();
+  els.title.textContent = e.title || e.room;
+  presence = new Set(e.presence);
+  renderPresence();
+  const room = rooms.get(e.room);
+  if (room) room.last_seq = Math.max(room.last_seq || 0, e.seq);
+  markRead(e.room, e.seq);
+  renderRooms();
+  // The older-page button appears once history is shown, if the room has more.
+  setTimeout(() => {
+    const first = els.messages.querySelector("li[data-seq]:not([data-seq=''])");
+    els.older.hidden = !(first && Number(first.dataset.seq) > 1);
+  }, 0);
+});
+client.on("message", (e) => {
+  const room = rooms.get(e.room);
+  if (room) room.last_seq = Math.max(room.last_seq || 0, e.seq);
+  showMessage(e);
+  if (e.room === current) markRead(e.room, e.seq);
+  renderRooms();
+  if (typingTimers.has(e.author)) clearTyping(e.author);
+});
+client.on("message.updated", (e) => {
+  const li = els.messages.querySelector(`li[data-seq="${e.seq}"]`);
+  if (!li || e.room !== current) return;
+  li.querySelector(".body").textContent = e.body;
+  if (!li.querySelector(".edited")) li.append(el("span", "edited", "(edited)"));
+});
+client.on("message.deleted", (e) => {
+  if (e.room !== current) return;
+  const li = els.messages.querySelector(`li[data-seq="${e.seq}"]`);
+  if (li) li.remove();
+});
+client.on("pending", (frame) => {
+  if (frame.room !== current) return;
+  const li = messageNode({ ...frame, author: config.user });
+  li.classList.add("pending");
+  li.dataset.seq = "";
+  li.title = "Sending…";
+  els.messages.append(li);
+  els.messages.scrollTop = els.messages.scrollHeight;
+});
+client.on("presence", (e) => {
+  if (e.room !== current) return;
+  for (const name of e.joined) presence.add(name);
+  for (const name of e.left) presence.delete(name);
+  renderPresence();
+});
+client.on("typing", (e) => {
+  if (e.room !== current || e.user === config.user) return;
+  clearTimeout(typingTimers.get(e.user));
+  typingTimers.set(e.user, setTimeout(() => clearTyping(e.user), 4000));
+  renderTyping();
+});
+client.on("removed", (e) => {
+  if (e.room === current) showNotice(`You were removed from this room (${e.reason}).`);
+  rooms.delete(e.room);
+  renderRooms();
+});
+client.on("error", (e) => {
+  if (e.client_id) {
+    const li = els.messages.querySelector(`li.pending[data-client-id="${CSS.escape(e.client_id)}"]`);
+    if (li && e.code !== "rate_limited" && e.code !== "unavailable") {
+      li.classList.replace("pending", "failed");
+      li.title = e.detail;
+    }
+  }
+  showNotice(e.detail || e.code);
+});
+client.on("announcement", (e) => showNotice(e.body || ""));
+client.on("disconnected", ({ code }) => {
+  if (code === 4001) showNotice("Your session ended. Please log in again.");
+  else if (code === 4003) showNotice("Your account can no longer chat.");
+  else if (code === 4029) showNotice("Too many open tabs: close one and reload.");
+});
+
+function clearTyping(user) {
+  clearTimeout(typingTimers.get(user));
+  typingTimers.delete(user);
+  renderTyping();
+}
+
+function renderTyping() {
+  const names = [...typingTimers.keys()];
+  els.typing.textContent = names.length ? `${names.join(", ")} ${names.length > 1 ? "are" : "is"} typing…` : "";
+}
+
+// --- composer ---------------------------------------------------------------------------
+
+let lastTyping = 0;
+els.body.addEventListener("input", () => {
+  const now = Date.now();
+  if (current && now - lastTyping > 2000 && els.body.value.trim()) {
+    lastTyping = now;
+    client.typing(current);
+  }
+});
+els.body.addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); els.composer.requestSubmit(); }
+});
+els.composer.addEventListener("submit", (e) => {
+  e.preventDefault();
+  const body = els.body.value;
+  if (!current || !body.trim()) return;
+  if (body.length > config.maxBody) { showNotice(`Messages are limited to ${config.maxBody} characters.`); return; }
+  showNotice("");
+  client.sendMessage(current, body);
+  els.body.value = "";
+});
+els.older.addEventListener("click", loadOlder);
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden && current) {
+    markRead(current, rooms.get(current)?.last_seq || 0);
+    renderRooms();
+  }
+});
+
+// Unread counts of rooms not open: refreshed from the server every 30 s.
+async function refreshRooms() {
+  try {
+    const response = await fetch("/api/rooms/", { credentials: "same-origin" });
+    if (!response.ok) return;
+    for (const r of (await response.json()).rooms) {
+      const room = rooms.get(r.slug);
+      if (room) room.last_seq = Math.max(room.last_seq || 0, r.last_seq);
+      else rooms.set(r.slug, r);
+    }
+    renderRooms();
+  } catch (e) { /* offline: try again later */ }
+}
+setInterval(refreshRooms, 30000);
+
+window.chatClient = client; // for tests and debugging in DevTools
+client.connect();
+if (current) openRoom(current);
+else { els.title.textContent = "No rooms yet: create one."; renderRooms(); }

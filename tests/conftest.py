@@ -1,0 +1,160 @@
+"""Fixtures: a real Redis for the session, live Daphne processes, users and browsers.
+
+Redis starts before any test and its URL replaces the settings' default, so consumer
+tests (WebsocketCommunicator) use the real ``RedisChannelLayer`` too. The SQLite test
+database is a file that the Daphne processes open as well; tests that talk to a live
+server use ``transactional_db`` so their data is committed and visible there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from http.cookies import SimpleCookie
+from typing import Any
+
+import pytest
+
+from tests import services
+
+_redis: services.Service | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Start the session's Redis and point every client at it (before any connects)."""
+    global _redis
+    _redis = services.redis_service().start()
+    url = f"redis://127.0.0.1:{_redis.port}/0"
+    os.environ["REDIS_URL"] = url
+    os.environ["CELERY_BROKER_URL"] = url
+    from django.conf import settings
+
+    settings.REDIS_URL = url
+    settings.CELERY_BROKER_URL = url
+    settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [url]
+    from realtime.celery import app
+
+    app.conf.broker_url = url
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _redis is not None:
+        _redis.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_service() -> services.Service:
+    """The session's Redis server process."""
+    assert _redis is not None
+    return _redis
+
+
+@pytest.fixture(autouse=True)
+def _clean_redis(redis_service: services.Service) -> Iterator[None]:
+    """Each test starts with an empty Redis (presence, rate limits, tickets, layer)."""
+    import redis
+
+    client = redis.Redis(port=redis_service.port)
+    client.flushall()
+    client.close()
+    yield
+
+
+@pytest.fixture(scope="session")
+def test_db_path(django_db_setup: Any) -> str:
+    """The file of the SQLite test database (shared with live servers)."""
+    from django.db import connection
+
+    return connection.settings_dict["NAME"]
+
+
+@pytest.fixture(scope="session")
+def app_env(redis_service: services.Service, test_db_path: str) -> dict[str, str]:
+    """Environment for app processes: the session's Redis and the test database."""
+    url = f"redis://127.0.0.1:{redis_service.port}/0"
+    return services.app_env(
+        REDIS_URL=url,
+        CELERY_BROKER_URL=url,
+        SQLITE_PATH=test_db_path,
+        DJANGO_DEBUG="1",
+        # Short cycles so tests of expiry and re-checks run in seconds.
+        PRESENCE_TTL="6",
+        WS_SESSION_RECHECK_SECONDS="2",
+    )
+
+
+@pytest.fixture(scope="session")
+def daphne(app_env: dict[str, str]) -> Iterator[services.Service]:
+    """One live Daphne process for the session."""
+    server = services.daphne_service(app_env).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def daphne_b(app_env: dict[str, str]) -> Iterator[services.Service]:
+    """A second live Daphne process sharing the same Redis and database."""
+    server = services.daphne_service(app_env).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def make_user(db: Any):
+    """Create users: ``make_user("alice", is_staff=True)``; password is ``pw-<name>-123``."""
+    from django.contrib.auth import get_user_model
+
+    def make(username: str, **extra: Any):
+        user = get_user_model().objects.create_user(username=username, password=f"pw-{username}-123", **extra)
+        return user
+
+    return make
+
+
+@pytest.fixture
+def lobby(db: Any):
+    """The public room ``lobby``."""
+    from chat.models import Room
+
+    return Room.objects.create(slug="lobby", title="Lobby", is_public=True)
+
+
+def session_cookie(user: Any) -> str:
+    """A real session for ``user`` (logged in through Django's test client): the cookie value."""
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    return client.cookies["sessionid"].value
+
+
+def cookie_header(user: Any) -> str:
+    cookie = SimpleCookie()
+    cookie["sessionid"] = session_cookie(user)
+    return cookie.output(header="", attrs=[]).strip()
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    """Debian's Chromium (``make test`` installs it); nothing downloads a browser."""
+    path = shutil.which("chromium")
+    if path is None:
+        pytest.fail("chromium is not installed: `make test` installs Debian's chromium package")
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser(chromium_path: str) -> Iterator[Any]:
+    """Headless Chromium driven by Playwright."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(
+            executable_path=chromium_path,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run", "--disable-quic"],
+        )
+        yield b
+        b.close()

@@ -1,0 +1,152 @@
+"""Real services for the tests: Redis, Daphne and Celery processes on free loopback ports.
+
+Each is a real process started from this checkout's virtualenv, stopped (and, if it
+does not stop, killed) when the test session ends. Nothing here is a mock.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, *, timeout: float = 20.0, proc: subprocess.Popen | None = None) -> None:
+    """Block until something accepts connections on 127.0.0.1:port."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on port {port} after {timeout} s")
+
+
+def stop(proc: subprocess.Popen | None, *, timeout: float = 10.0) -> None:
+    """SIGTERM a process group, then SIGKILL it if it lingers."""
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+
+
+@dataclass
+class Service:
+    """A started process and how to start it again."""
+
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    port: int | None = None
+    proc: subprocess.Popen | None = None
+    log_path: Path | None = None
+    extra: dict = field(default_factory=dict)
+
+    def start(self, *, wait: bool = True) -> "Service":
+        if self.log_path is None:
+            self.log_path = Path(tempfile.mkstemp(prefix=f"{self.name}-", suffix=".log")[1])
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            self.args, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+        if wait and self.port is not None:
+            wait_for_port(self.port, proc=self.proc)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        stop(self.proc, timeout=timeout)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Send a signal to the whole process group (SIGKILL: a crash)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            if sig == signal.SIGKILL:
+                self.proc.wait(timeout=10)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+
+def redis_service() -> Service:
+    """A throwaway Redis on a free port, no persistence."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise RuntimeError("redis-server is not installed: run `make test` (it installs it) or apt-get install redis-server")
+    port = free_port()
+    return Service(
+        "redis",
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "yes"],
+        env=dict(os.environ),
+        port=port,
+    )
+
+
+def app_env(**overrides: str) -> dict[str, str]:
+    """The environment for an app process (Daphne, Celery) that shares the test's services."""
+    env = dict(os.environ)
+    env.update({"DJANGO_SETTINGS_MODULE": "realtime.settings", "PYTHONUNBUFFERED": "1"})
+    env.update(overrides)
+    return env
+
+
+def daphne_service(env: dict[str, str], *, port: int | None = None, access_log: bool = False) -> Service:
+    """A Daphne process serving the project's ASGI app."""
+    port = port or free_port()
+    args = [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port)]
+    args += ["--websocket-max-message-size", env.get("WS_MAX_FRAME_BYTES", "65536")]
+    args += ["--websocket-max-frame-size", env.get("WS_MAX_FRAME_BYTES", "65536")]
+    if access_log:
+        args += ["--access-log", "-"]
+    else:
+        args += ["-v", "0"]
+    args.append("realtime.asgi:application")
+    return Service(f"daphne-{port}", args, env=env, port=port)
+
+
+def celery_worker_service(env: dict[str, str], *, concurrency: int = 1) -> Service:
+    """A real Celery worker (prefork), not eager mode."""
+    args = [
+        str(BIN / "celery"), "-A", "realtime", "worker", "--loglevel", "INFO",
+        "--concurrency", str(concurrency), "--without-gossip", "--without-mingle", "--pool", "prefork",
+    ]
+    return Service("celery-worker", args, env=env)
