@@ -386,7 +386,7 @@ for _spec in (
     MessageSpec("pong", doc="Reply to `ping`.", example={"type": "pong", "t": 1732550000000}),
     MessageSpec("error", doc="A frame could not be served; the socket stays open.",
                 example={"type": "error", "code": "body_too_long", "detail": "body is longer than 4000 characters",
-                         "client_id": "c-1f2e"}),
+                         "max": 4000, "request_type": "message", "client_id": "c-1f2e"}),
 ):
     registry.register_event(_spec)
 

@@ -146,9 +146,16 @@ def chromium_path() -> str:
 
 @pytest.fixture(scope="module")
 def browser(chromium_path: str) -> Iterator[Any]:
-    """Headless Chromium driven by Playwright."""
+    """Headless Chromium driven by Playwright.
+
+    Playwright's sync API keeps an event loop in this thread, which trips Django's
+    async-safety check on the test's own (sync) database calls; those calls are not
+    concurrent with anything, so the check is lifted while the browser runs, as
+    Playwright's and pytest-django's docs advise.
+    """
     from playwright.sync_api import sync_playwright
 
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     with sync_playwright() as pw:
         b = pw.chromium.launch(
             executable_path=chromium_path,
@@ -158,3 +165,4 @@ def browser(chromium_path: str) -> Iterator[Any]:
         )
         yield b
         b.close()
+    os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)

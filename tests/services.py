@@ -124,6 +124,7 @@ def redis_service() -> Service:
 def app_env(**overrides: str) -> dict[str, str]:
     """The environment for an app process (Daphne, Celery) that shares the test's services."""
     env = dict(os.environ)
+    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # set for Playwright in this process only
     env.update({"DJANGO_SETTINGS_MODULE": "realtime.settings", "PYTHONUNBUFFERED": "1"})
     env.update(overrides)
     return env

@@ -1,0 +1,22 @@
+# The two commands: `make run` and `make test`. Both set everything up by themselves.
+.PHONY: run test setup check lint bench
+
+PY := .venv/bin/python
+
+setup:
+	@bin/bootstrap
+
+run: setup
+	@$(PY) manage.py migrate --noinput -v 0
+	@$(PY) manage.py collectstatic --noinput -v 0
+	@$(PY) manage.py demo_data
+	@exec $(PY) bin/run
+
+# The whole suite against real Redis, Daphne, Celery and Chromium processes that the
+# tests start and stop themselves (tests/services.py).
+test:
+	@bin/bootstrap --test
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	@.venv/bin/ruff check .
