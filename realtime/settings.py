@@ -252,7 +252,7 @@ REALTIME = {
     # Presence entries not refreshed within this many seconds are swept.
     "PRESENCE_TTL": env_int("PRESENCE_TTL", 30),
     # How often each socket re-checks that its session/user is still valid.
-    "SESSION_RECHECK_SECONDS": env_int("WS_SESSION_RECHECK_SECONDS", 5),
+    "SESSION_RECHECK_SECONDS": env_int("WS_SESSION_RECHECK_SECONDS", 30),
     # Client heartbeat interval, in milliseconds (sent to the page).
     "CLIENT_PING_MS": env_int("WS_CLIENT_PING_MS", 25000),
 }
