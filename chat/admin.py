@@ -17,7 +17,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 
 from chat import services
-from chat.models import Membership, Message, Room
+from chat.models import Announcement, BannedWord, Membership, Message, Room
 from realtime.presence import presence_snapshot
 from realtime.protocol import SLUG_RE
 
@@ -146,3 +146,46 @@ class MessageAdmin(admin.ModelAdmin):
                 self.log_change(request, message, "Deleted live.")
                 count += 1
         self.message_user(request, f"Deleted {count} message(s).", messages.SUCCESS)
+
+
+@admin.register(Announcement)
+class AnnouncementAdmin(admin.ModelAdmin):
+    """Staff write an announcement; Celery delivers it now or at ``send_at``; the list shows the outcome."""
+
+    list_display = ("short_body", "audience", "send_at", "status", "sent_at", "sockets", "created_by")
+    list_filter = (("sent_at", admin.EmptyFieldListFilter), "room")
+    search_fields = ("body",)
+    fields = ("body", "room", "send_at", "status", "queued_at", "sent_at", "sockets", "created_by")
+    readonly_fields = ("status", "queued_at", "sent_at", "sockets", "created_by")
+
+    @admin.display(description="announcement")
+    def short_body(self, obj: Announcement) -> str:
+        return str(obj)
+
+    @admin.display(description="to")
+    def audience(self, obj: Announcement) -> str:
+        return obj.room.slug if obj.room else "everyone"
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is not None and obj.sent_at is not None:
+            return ("body", "room", "send_at", *self.readonly_fields)  # history is not rewritten
+        return self.readonly_fields
+
+    def save_model(self, request, obj: Announcement, form, change) -> None:
+        if change:
+            super().save_model(request, obj, form, change)  # a due edit is picked up by beat
+            return
+        created = services.announcement_create(
+            body=obj.body, room=obj.room, send_at=obj.send_at, created_by=request.user
+        )
+        obj.pk = created.pk
+        obj.refresh_from_db()
+
+
+@admin.register(BannedWord)
+class BannedWordAdmin(admin.ModelAdmin):
+    """The moderation filter's words: applied by a Celery task after each message is saved."""
+
+    list_display = ("word", "action")
+    list_filter = ("action",)
+    search_fields = ("word",)

@@ -23,6 +23,9 @@ TYPING_INTERVAL = 2.0
 
 db = database_sync_to_async
 
+# Event types that belong to one room's stream and reach a socket through the room's group.
+ROOM_TRAFFIC = frozenset({"message", "message.updated", "message.deleted", "typing", "presence"})
+
 
 class ChatConsumer(ProtocolConsumer):
     """Rooms, messages, typing, presence and heartbeat over one socket."""
@@ -167,12 +170,16 @@ class ChatConsumer(ProtocolConsumer):
     # --- broadcasts ------------------------------------------------------------------
 
     async def on_event(self, event: dict[str, Any]) -> None:
-        """Forward room events for joined rooms only, without repeating history."""
-        slug = event.get("room")
-        if slug is not None:
+        """Forward a room's traffic only while joined, without repeating history.
+
+        A leave races with messages already queued for this socket; those are dropped
+        here. Events to the user or to everyone (mentions, announcements) always pass.
+        """
+        if event.get("type") in ROOM_TRAFFIC:
+            slug = event.get("room")
             if slug not in self.rooms:
                 return
-            if event.get("type") == "message" and event.get("seq", 0) <= self.rooms[slug]:
+            if event["type"] == "message" and event.get("seq", 0) <= self.rooms[slug]:
                 return
         await self.send_event(event)
 

@@ -70,6 +70,8 @@ class Message(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     edited_at = models.DateTimeField(null=True, blank=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
+    #: When the moderation filter last changed the message (masked or hid it).
+    moderated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -88,3 +90,54 @@ class Message(models.Model):
     @property
     def is_deleted(self) -> bool:
         return self.deleted_at is not None
+
+
+class Announcement(models.Model):
+    """A notice from staff to everyone or to one room, now or at a time; delivered by Celery."""
+
+    body = models.TextField(max_length=2000)
+    room = models.ForeignKey(
+        Room, null=True, blank=True, on_delete=models.CASCADE, related_name="announcements",
+        help_text="Leave empty to announce to everyone connected.",
+    )
+    send_at = models.DateTimeField(default=timezone.now, help_text="When to send it (now by default).")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    #: Set by code that creates announcements automatically (schedules), so a re-run creates none twice.
+    key = models.CharField(max_length=200, unique=True, null=True, blank=True, editable=False)
+    queued_at = models.DateTimeField(null=True, blank=True, editable=False)
+    sent_at = models.DateTimeField(null=True, blank=True, editable=False)
+    sockets = models.PositiveIntegerField(null=True, blank=True, editable=False, help_text="Sockets it went out to.")
+
+    class Meta:
+        ordering = ["-send_at"]
+
+    def __str__(self) -> str:
+        return (self.body[:60] + "…") if len(self.body) > 60 else self.body
+
+    @property
+    def status(self) -> str:
+        if self.sent_at is not None:
+            return "sent"
+        if self.send_at > timezone.now():
+            return "scheduled"
+        return "sending"
+
+
+class BannedWord(models.Model):
+    """A word the moderation filter masks or hides, after a message is saved."""
+
+    class Action(models.TextChoices):
+        MASK = "mask", "Mask the word with ***"
+        HIDE = "hide", "Hide the whole message"
+
+    word = models.CharField(max_length=100, unique=True)
+    action = models.CharField(max_length=8, choices=Action.choices, default=Action.MASK)
+
+    class Meta:
+        ordering = ["word"]
+
+    def __str__(self) -> str:
+        return self.word

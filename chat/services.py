@@ -7,17 +7,26 @@ message without notifying the room, and a rolled-back write reaches nobody.
 
 from __future__ import annotations
 
-from datetime import datetime
+import logging
+import re
+import time
+from datetime import datetime, timedelta
+from typing import Any
 
+from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from chat import events
-from chat.models import Membership, Message, Room
-from realtime import broadcast
+from chat.models import Announcement, BannedWord, Membership, Message, Room
+from realtime import broadcast, push
 from realtime.protocol import ErrorCode, ProtocolError
+
+
+logger = logging.getLogger(__name__)
 
 
 class ServiceError(ProtocolError):
@@ -90,6 +99,7 @@ def message_post(
             seq = Room.objects.values_list("last_seq", flat=True).get(pk=room.pk)
             message = Message.objects.create(room=room, author=author, body=body, seq=seq, client_id=client_id)
             broadcast.room_send_on_commit(room.slug, events.message_event(message))
+            message_postprocess_queue(message=message)
             return message, True
     except IntegrityError:
         # Two sends of one client_id raced (PostgreSQL): the other one won.
@@ -178,3 +188,170 @@ def member_unban(*, membership: Membership) -> Membership:
 def member_kick(*, room_slug: str, user_id: int) -> None:
     """Remove a user's sockets from a room now, without a ban (they may rejoin)."""
     broadcast.user_control(user_id, "room_remove", room=room_slug, reason="kicked")
+
+
+# --- Server-initiated events (Celery tasks call these) -----------------------------
+
+MENTION_RE = re.compile(r"(?<![\w@])@([\w.@+-]{1,150})")
+
+
+def _enqueue_on_commit(task: Any, *args: Any) -> None:
+    """Queue a Celery task after commit; a broker outage is logged, never fails the write."""
+
+    def send() -> None:
+        try:
+            task.delay(*args)
+        except Exception:
+            logger.exception("could not queue %s", task.name)
+
+    transaction.on_commit(send)
+
+
+def announcement_create(
+    *, body: str, room: Room | None = None, send_at: datetime | None = None,
+    created_by: AbstractBaseUser | None = None, key: str | None = None,
+) -> Announcement:
+    """Record an announcement and queue its delivery when it is due now.
+
+    ``key`` makes creation idempotent (a redelivered schedule task creates it once).
+    Announcements due later are queued by ``announcements_queue_due`` (Celery beat).
+    """
+    with transaction.atomic():
+        if key is not None:
+            existing = Announcement.objects.filter(key=key).first()
+            if existing is not None:
+                return existing
+        announcement = Announcement.objects.create(
+            body=body, room=room, send_at=send_at or timezone.now(), created_by=created_by, key=key
+        )
+        if announcement.send_at <= timezone.now():
+            announcement_queue(announcement=announcement)
+    return announcement
+
+
+def announcement_queue(*, announcement: Announcement) -> None:
+    """Queue delivery after commit and note when."""
+    from chat import tasks
+
+    Announcement.objects.filter(pk=announcement.pk).update(queued_at=timezone.now())
+    _enqueue_on_commit(tasks.announcement_deliver, announcement.pk)
+
+
+def announcements_queue_due(*, requeue_after: timedelta = timedelta(minutes=2)) -> int:
+    """Queue every due, unsent announcement not queued recently; returns how many."""
+    now = timezone.now()
+    due = Announcement.objects.filter(sent_at__isnull=True, send_at__lte=now).filter(
+        Q(queued_at__isnull=True) | Q(queued_at__lt=now - requeue_after)
+    )
+    count = 0
+    with transaction.atomic():
+        for announcement in due:
+            announcement_queue(announcement=announcement)
+            count += 1
+    return count
+
+
+def announcement_deliver(*, announcement_id: int) -> Announcement | None:
+    """Push an announcement to its sockets once and record when and to how many.
+
+    Idempotent: a delivered announcement is not pushed again, and a push repeated
+    because the worker died before recording it carries the same ``event_id``, which
+    every socket delivers only once.
+    """
+    announcement = Announcement.objects.select_related("room").filter(pk=announcement_id).first()
+    if announcement is None or announcement.sent_at is not None:
+        return announcement
+    event = {
+        "type": "announcement",
+        "id": announcement.pk,
+        "room": announcement.room.slug if announcement.room else None,
+        "body": announcement.body,
+        "ts": announcement.send_at.isoformat(),
+    }
+    event_id = f"announcement:{announcement.pk}"
+    if announcement.room is not None:
+        sockets = push.push_room(announcement.room.slug, event, event_id=event_id)
+    else:
+        sockets = push.push_everyone(event, event_id=event_id)
+    pause = settings.REALTIME["FAULT_PAUSE_AFTER_PUSH"]
+    if pause:
+        time.sleep(pause)  # fault injection for tests only (0 in every real deployment)
+    Announcement.objects.filter(pk=announcement.pk, sent_at__isnull=True).update(
+        sent_at=timezone.now(), sockets=sockets
+    )
+    announcement.refresh_from_db()
+    return announcement
+
+
+def _masked(body: str, words: list[str]) -> str:
+    pattern = re.compile(r"\b(" + "|".join(re.escape(w) for w in words) + r")\b", re.IGNORECASE)
+    return pattern.sub(lambda m: "*" * len(m.group(0)), body)
+
+
+def message_moderate(*, message_id: int) -> Message | None:
+    """Apply the banned-words filter to a saved message: mask the words or hide the message.
+
+    Runs after the message went out; a change reaches browsers as ``message.updated``
+    (masked) or ``message.deleted`` (hidden). Idempotent: a second run changes nothing.
+    """
+    with transaction.atomic():
+        message = Message.objects.select_related("room", "author").filter(pk=message_id).first()
+        if message is None or message.is_deleted:
+            return message
+        words = list(BannedWord.objects.values_list("word", "action"))
+        hide = [w for w, action in words if action == BannedWord.Action.HIDE]
+        mask = [w for w, action in words if action == BannedWord.Action.MASK]
+        if hide and _masked(message.body, hide) != message.body:
+            message.moderated_at = timezone.now()
+            message.save(update_fields=["moderated_at"])
+            return _message_tombstone(message)
+        if mask:
+            masked = _masked(message.body, mask)
+            if masked != message.body:
+                message.body = masked
+                message.moderated_at = message.edited_at = timezone.now()
+                message.save(update_fields=["body", "moderated_at", "edited_at"])
+                broadcast.room_send_on_commit(message.room.slug, events.message_updated_event(message))
+    return message
+
+
+def mentions_notify(*, message_id: int) -> list[str]:
+    """Push a ``mention`` to every socket of each user the message mentions who can see the room.
+
+    Returns the usernames notified. Idempotent at the sockets: each notification has an
+    ``event_id`` of the message and user.
+    """
+    message = Message.objects.select_related("room", "author").filter(pk=message_id).first()
+    if message is None or message.is_deleted:
+        return []
+    names = set(MENTION_RE.findall(message.body)) - {message.author.get_username()}
+    if not names:
+        return []
+    room = message.room
+    users = get_user_model().objects.filter(username__in=names, is_active=True)
+    banned = set(Membership.objects.filter(room=room, banned=True).values_list("user_id", flat=True))
+    members = set(Membership.objects.filter(room=room).values_list("user_id", flat=True))
+    notified = []
+    for user in users:
+        if user.pk in banned or (not room.is_public and user.pk not in members):
+            continue
+        event = {
+            "type": "mention",
+            "room": room.slug,
+            "seq": message.seq,
+            "id": message.pk,
+            "author": message.author.get_username(),
+            "body": message.body,
+        }
+        push.push_user(user.pk, event, event_id=f"mention:{message.pk}:{user.pk}")
+        notified.append(user.get_username())
+    return sorted(notified)
+
+
+def message_postprocess_queue(*, message: Message) -> None:
+    """After commit, queue moderation and (when the body mentions someone) notifications."""
+    from chat import tasks
+
+    _enqueue_on_commit(tasks.message_moderate, message.pk)
+    if "@" in message.body:
+        _enqueue_on_commit(tasks.mentions_notify, message.pk)

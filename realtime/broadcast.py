@@ -25,6 +25,7 @@ import asyncio
 import logging
 import os
 import threading
+import time
 from concurrent.futures import Future
 from typing import Any, Awaitable, Callable
 
@@ -59,6 +60,13 @@ async def apublish(group: str, message: dict[str, Any]) -> None:
     """Send a raw layer message to a group (prefer the typed helpers below)."""
     layer = get_channel_layer()
     await layer.group_send(group, message)
+
+
+async def agroup_size(group: str) -> int:
+    """How many sockets are in a group right now (across every process)."""
+    layer = get_channel_layer()
+    connection = layer.connection(layer.consistent_hash(group))
+    return await connection.zcount(layer._group_key(group), int(time.time()) - layer.group_expiry, "+inf")
 
 
 async def aroom_send(slug: str, event: dict[str, Any], *, exclude: str | None = None) -> None:

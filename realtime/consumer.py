@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import sentry_sdk
 from channels.db import database_sync_to_async
@@ -40,6 +40,7 @@ from realtime.protocol import (
     ProtocolError,
     Registry,
     codec_negotiate,
+    echo_safe,
     frame_decode,
     registry,
 )
@@ -47,7 +48,8 @@ from realtime.ratelimit import rate_take
 
 logger = logging.getLogger(__name__)
 
-Handler = Callable[[Any, dict[str, Any]], Awaitable[None]]
+# How many pushed event ids each socket remembers, to drop redelivered pushes.
+SEEN_IDS_KEPT = 512
 
 
 class ProtocolConsumer(AsyncWebsocketConsumer):
@@ -64,6 +66,11 @@ class ProtocolConsumer(AsyncWebsocketConsumer):
     _recheck_task: asyncio.Task | None = None
     _strikes = 0
     _closing = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Ids of pushed events already delivered (insertion-ordered, bounded).
+        self._seen_ids: dict[str, None] = {}
 
     # --- ASGI plumbing -----------------------------------------------------------
 
@@ -134,11 +141,15 @@ class ProtocolConsumer(AsyncWebsocketConsumer):
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Decode, validate and dispatch one client frame; report failures as ``error``."""
+        if self._closing:
+            # Closed by the server (rate limit, session end, deactivation): frames still in
+            # flight during the close handshake are not served.
+            return
         context: dict[str, Any] = {}
         try:
             frame = frame_decode(self.codec, text_data, bytes_data)
             if isinstance(frame.get("client_id"), str):
-                context["client_id"] = frame["client_id"][:64]
+                context["client_id"] = echo_safe(frame["client_id"])
             spec = self.registry.spec_for(frame)
             context["request_type"] = spec.type
             payload = spec.validate(frame)
@@ -184,10 +195,18 @@ class ProtocolConsumer(AsyncWebsocketConsumer):
         await super().close(code, reason)
 
     async def realtime_event(self, message: dict[str, Any]) -> None:
-        """A broadcast event: forward it unless this socket is the one excluded."""
+        """A broadcast event: forward it unless excluded here or already delivered (same event_id)."""
         if message.get("exclude") and message["exclude"] == self.channel_name:
             return
-        await self.on_event(message["event"])
+        event = message["event"]
+        event_id = event.get("event_id")
+        if event_id is not None:
+            if event_id in self._seen_ids:
+                return
+            self._seen_ids[event_id] = None
+            if len(self._seen_ids) > SEEN_IDS_KEPT:
+                self._seen_ids.pop(next(iter(self._seen_ids)))
+        await self.on_event(event)
 
     async def on_event(self, event: dict[str, Any]) -> None:
         """Deliver a broadcast event; subclasses may filter or reorder."""

@@ -13,6 +13,7 @@ Two encodings carry the same objects: JSON text frames (the default, subprotocol
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -133,6 +134,15 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def echo_safe(value: str, limit: int = 64) -> str:
+    """A client-supplied string to echo in an error: cut to ``limit`` and encodable as UTF-8.
+
+    JSON can carry lone surrogates (``"\\ud800"``); echoed as they are, they make the
+    server's UTF-8 encoding of the error frame fail, and the socket die with it.
+    """
+    return value[:limit].encode("utf-8", "replace").decode("utf-8")
+
+
 def check_slug(value: Any) -> str:
     """A room slug: 1-64 of ``a-z``, ``0-9`` and ``-`` (ASCII only, nothing after)."""
     if not isinstance(value, str) or not SLUG_RE.fullmatch(value):
@@ -178,7 +188,7 @@ def check_number(value: Any) -> int | float:
         raise ValueError("must be a number")
     if isinstance(value, int) and abs(value) > 2**53:
         raise ValueError("must be at most 2**53 in magnitude")
-    if isinstance(value, float) and value != value:  # NaN
+    if isinstance(value, float) and not math.isfinite(value):  # NaN, or inf (MessagePack can carry both)
         raise ValueError("must be a finite number")
     return value
 
@@ -283,7 +293,7 @@ class Registry:
             raise ProtocolError(ErrorCode.INVALID_FIELD, "field 'type' is required and must be a string", field="type")
         spec = self.client.get(kind)
         if spec is None:
-            raise ProtocolError(ErrorCode.UNKNOWN_TYPE, "unknown message type", request_type=kind[:64])
+            raise ProtocolError(ErrorCode.UNKNOWN_TYPE, "unknown message type", request_type=echo_safe(kind))
         return spec
 
 
@@ -384,6 +394,14 @@ for _spec in (
     MessageSpec("presence", doc="People came or went (two tabs of one user are one entry).",
                 example={"type": "presence", "room": "lobby", "joined": ["bob"], "left": []}),
     MessageSpec("pong", doc="Reply to `ping`.", example={"type": "pong", "t": 1732550000000}),
+    MessageSpec("announcement", doc="A notice from staff (Celery), to everyone (`room` null) or to a room's members. "
+                "`event_id` identifies it: a client shows each id once.",
+                example={"type": "announcement", "id": 3, "room": None, "body": "Maintenance at 22:00 UTC",
+                         "ts": "2026-11-25T15:00:00+00:00", "event_id": "announcement:3"}),
+    MessageSpec("mention", doc="Someone mentioned you with @username, in any room you can see; sent to all your "
+                "sockets, whichever room they have open.",
+                example={"type": "mention", "room": "lobby", "seq": 42, "id": 7, "author": "bob",
+                         "body": "@alice look", "event_id": "mention:7:1"}),
     MessageSpec("error", doc="A frame could not be served; the socket stays open.",
                 example={"type": "error", "code": "body_too_long", "detail": "body is longer than 4000 characters",
                          "max": 4000, "request_type": "message", "client_id": "c-1f2e"}),
@@ -421,6 +439,14 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _parse_float(text: str) -> float:
+    # 1e999 parses to inf, which json.dumps would send back as the non-JSON token Infinity.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number too large")
+    return value
+
+
 def _parse_int(digits: str) -> int:
     if len(digits) > 20:
         raise ValueError("number too large")
@@ -441,7 +467,7 @@ class JsonCodec:
         if _too_deep(text):
             raise ProtocolError(ErrorCode.INVALID_JSON, f"nesting deeper than {MAX_DEPTH} levels")
         try:
-            return json.loads(text, parse_constant=_reject_constant, parse_int=_parse_int)
+            return json.loads(text, parse_constant=_reject_constant, parse_int=_parse_int, parse_float=_parse_float)
         except (ValueError, RecursionError):
             raise ProtocolError(ErrorCode.INVALID_JSON, "frame is not valid JSON") from None
 

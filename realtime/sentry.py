@@ -38,6 +38,8 @@ def sentry_init(*, dsn: str, environment: str, release: str, traces_sample_rate:
         release=release or None,
         traces_sample_rate=traces_sample_rate,
         send_default_pii=False,
+        # Frame locals hold message bodies (text_data, payload) and tickets (query strings).
+        include_local_variables=False,
         integrations=[DjangoIntegration(), CeleryIntegration(monitor_beat_tasks=True), AsyncioIntegration()],
         before_send=_scrub,
         **options,

@@ -219,8 +219,21 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
-# A task redelivered after a worker crash is picked up within this many seconds.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}
+# A task whose worker died unacked (acks_late) is redelivered once it has been invisible
+# this long; workers look for such tasks every interval x throttle seconds. Tasks must
+# finish well within the visibility timeout (they take milliseconds to seconds).
+# https://docs.celeryq.dev/en/stable/getting-started/backends-and-brokers/redis.html#visibility-timeout
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600),
+    "unacked_restore_interval": env_int("CELERY_RESTORE_INTERVAL", 10),
+    "unacked_restore_throttle": env_int("CELERY_RESTORE_THROTTLE", 10),
+}
+CELERY_TASK_TIME_LIMIT = 120
+CELERY_TASK_SOFT_TIME_LIMIT = 100
+# Fixed schedules; admins add their own (e.g. chat.tasks.room_reminder) in the admin.
+CELERY_BEAT_SCHEDULE = {
+    "announcements-queue-due": {"task": "chat.tasks.announcements_queue_due", "schedule": 5.0},
+}
 
 # --- Sentry ---------------------------------------------------------------------
 # https://docs.sentry.io/platforms/python/integrations/django/
@@ -255,6 +268,9 @@ REALTIME = {
     "SESSION_RECHECK_SECONDS": env_int("WS_SESSION_RECHECK_SECONDS", 30),
     # Client heartbeat interval, in milliseconds (sent to the page).
     "CLIENT_PING_MS": env_int("WS_CLIENT_PING_MS", 25000),
+    # Fault injection for tests only: seconds a delivery task waits between pushing and
+    # recording the delivery, so a test can kill the worker in between. Always 0 otherwise.
+    "FAULT_PAUSE_AFTER_PUSH": float(env_str("FAULT_PAUSE_AFTER_PUSH", "0") or 0),
 }
 
 # --- Logging --------------------------------------------------------------------

@@ -52,11 +52,17 @@ def redis_service() -> services.Service:
 
 @pytest.fixture(autouse=True)
 def _clean_redis(redis_service: services.Service) -> Iterator[None]:
-    """Each test starts with an empty Redis (presence, rate limits, tickets, layer)."""
+    """Each test starts with an empty Redis (presence, rate limits, tickets, layer, queued tasks).
+
+    Kombu's exchange bindings stay: a running worker declared them once at start, and
+    without them tasks published later would have nowhere to go.
+    """
     import redis
 
     client = redis.Redis(port=redis_service.port)
-    client.flushall()
+    doomed = [k for k in client.scan_iter(count=1000) if not k.startswith(b"_kombu.binding.")]
+    for start in range(0, len(doomed), 500):
+        client.delete(*doomed[start:start + 500])
     client.close()
     yield
 
@@ -166,3 +172,17 @@ def browser(chromium_path: str) -> Iterator[Any]:
         yield b
         b.close()
     os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+
+
+@pytest.fixture(scope="session")
+def worker_env(app_env: dict[str, str]) -> dict[str, str]:
+    """Environment for Celery workers: redeliver a dead worker's tasks after 3 s, not an hour."""
+    return {**app_env, "CELERY_VISIBILITY_TIMEOUT": "3", "CELERY_RESTORE_INTERVAL": "1", "CELERY_RESTORE_THROTTLE": "1"}
+
+
+@pytest.fixture(scope="session")
+def celery_worker(worker_env: dict[str, str]) -> Iterator[services.Service]:
+    """A real Celery worker process (prefork, Redis broker), not eager mode."""
+    worker = services.celery_worker_start(services.celery_worker_service(worker_env))
+    yield worker
+    worker.stop()

@@ -98,6 +98,17 @@ class Service:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
 
+    def wait_for_log(self, text: str, *, timeout: float = 30.0, after: int = 0) -> None:
+        """Block until ``text`` appears in the log (past offset ``after``)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log()[after:]:
+                return
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.name}: {text!r} not in the log after {timeout} s:\n{self.log()[-3000:]}")
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
@@ -150,4 +161,12 @@ def celery_worker_service(env: dict[str, str], *, concurrency: int = 1) -> Servi
         str(BIN / "celery"), "-A", "realtime", "worker", "--loglevel", "INFO",
         "--concurrency", str(concurrency), "--without-gossip", "--without-mingle", "--pool", "prefork",
     ]
-    return Service("celery-worker", args, env=env)
+    return Service("celery-worker", args, env=env, extra={"ready": "ready."})
+
+
+def celery_worker_start(service: Service) -> Service:
+    """Start a worker and wait until it consumes."""
+    offset = len(service.log())
+    service.start(wait=False)
+    service.wait_for_log("ready.", after=offset, timeout=60)
+    return service

@@ -52,6 +52,7 @@ function renderRooms() {
     const n = room.slug === current ? 0 : unread(room.slug);
     total += n;
     if (n > 0) a.append(el("span", "unread", String(n)));
+    if (room.mentioned && room.slug !== current) a.append(el("span", "mention-badge", "@"));
     a.addEventListener("click", (e) => { e.preventDefault(); openRoom(room.slug); });
     li.append(a);
     els.rooms.append(li);
@@ -136,6 +137,7 @@ function openRoom(slug) {
   if (!slug) return;
   if (current && current !== slug) client.leave(current);
   current = slug;
+  if (rooms.get(slug)) rooms.get(slug).mentioned = false;
   history.replaceState(null, "", `?room=${encodeURIComponent(slug)}`);
   els.messages.replaceChildren();
   presence = new Set();
@@ -232,7 +234,23 @@ client.on("error", (e) => {
   }
   showNotice(e.detail || e.code);
 });
-client.on("announcement", (e) => showNotice(e.body || ""));
+client.on("announcement", (e) => {
+  const li = el("li", "announcement");
+  li.dataset.announcement = e.id;
+  li.append(el("span", "meta", timeOf(e.ts)), el("span", "author", "📣 Announcement"), el("span", "body", e.body));
+  els.messages.append(li);
+  els.messages.scrollTop = els.messages.scrollHeight;
+});
+client.on("mention", (e) => {
+  const toast = el("div", "toast");
+  toast.append(el("strong", "", `${e.author} mentioned you in #${e.room}: `), el("span", "body", e.body));
+  toast.addEventListener("click", () => { openRoom(e.room); toast.remove(); });
+  $("toasts").append(toast);
+  setTimeout(() => toast.remove(), 15000);
+  const room = rooms.get(e.room);
+  if (room) room.mentioned = true;
+  renderRooms();
+});
 client.on("disconnected", ({ code }) => {
   if (code === 4001) showNotice("Your session ended. Please log in again.");
   else if (code === 4003) showNotice("Your account can no longer chat.");

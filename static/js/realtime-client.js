@@ -60,6 +60,7 @@ export class RealtimeClient extends EventTarget {
     this.rooms = new Map(); // slug -> {lastSeq: number|null, ahead: Set<number>}
     this.outbox = []; // {type, room, body, client_id, ...} waiting for an open socket / a join
     this.pending = new Map(); // client_id -> frame, until the server echoes it
+    this.seenEventIds = new Set();
     this._timers = {};
     this._stopped = false;
     if (typeof window !== "undefined") {
@@ -259,6 +260,12 @@ export class RealtimeClient extends EventTarget {
       event = JSON.parse(data);
     } catch (e) {
       return;
+    }
+    if (event.event_id !== undefined) {
+      // A pushed event (announcement, mention) is shown once, even if redelivered.
+      if (this.seenEventIds.has(event.event_id)) return;
+      this.seenEventIds.add(event.event_id);
+      if (this.seenEventIds.size > 1000) this.seenEventIds.delete(this.seenEventIds.values().next().value);
     }
     switch (event.type) {
       case "hello":

@@ -84,3 +84,26 @@ def test_message_sent_before_reload_is_shown_once_after(browser, daphne, two_use
         assert bodies == ["one", "two", "three"]
     finally:
         alice.context.close()
+
+
+def test_banned_word_is_masked_live_and_mention_shows_a_notification(browser, daphne, celery_worker, two_users):
+    """The worker masks a banned word in open browsers; a mention pops up for the mentioned user."""
+    from chat.models import BannedWord
+
+    BannedWord.objects.create(word="darn", action="mask")
+    alice = log_in(browser, daphne, "alice")
+    bob = log_in(browser, daphne, "bob")
+    try:
+        alice.fill("#body", "oh darn, @bob")
+        alice.press("#body", "Enter")
+        for page in (alice, bob):
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('#messages li .body')].some(b => b.textContent === 'oh ****, @bob')",
+                timeout=15000,
+            )
+        bob.wait_for_selector(".toast", timeout=15000)
+        assert "alice mentioned you in #lobby" in bob.inner_text(".toast")
+        assert alice.locator(".toast").count() == 0
+    finally:
+        alice.context.close()
+        bob.context.close()

@@ -1,0 +1,60 @@
+"""The push API: sync callers (Celery workers) reuse one event loop and its Redis connections."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import redis
+from channels.layers import get_channel_layer
+
+from realtime import broadcast, push
+
+
+def _clients(port: int) -> int:
+    return len(redis.Redis(port=port).client_list())
+
+
+def test_sync_pushes_reuse_one_loop_and_one_set_of_connections(redis_service):
+    """200 pushes from a worker-like thread (no event loop) open no new connection after the first."""
+    results: dict[str, object] = {}
+
+    def worker() -> None:
+        push.push_everyone({"type": "announcement", "body": "warm-up"})
+        results["loop"] = broadcast._background_loop()
+        results["before"] = _clients(redis_service.port)
+        for i in range(200):
+            push.push_user(1, {"type": "mention", "body": str(i)}, event_id=f"e{i}")
+            push.push_room("lobby", {"type": "announcement", "body": str(i)})
+        results["after"] = _clients(redis_service.port)
+        results["loop_after"] = broadcast._background_loop()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join(timeout=60)
+    assert results["loop"] is results["loop_after"]
+    # The measuring client itself is one connection; pushes add none.
+    assert results["after"] <= results["before"] + 1, results
+
+
+async def test_push_reaches_a_listening_channel_and_counts_sockets():
+    """A pushed event arrives on the layer for a member of the user's group; the count is the group size."""
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(broadcast.user_group(7), channel)
+    sent_to = await push.apush_user(7, {"type": "mention", "body": "hi"}, event_id="m-1")
+    message = await layer.receive(channel)
+    assert message == {"type": broadcast.EVENT, "event": {"type": "mention", "body": "hi", "event_id": "m-1"}}
+    assert sent_to == 1
+    await layer.group_discard(broadcast.user_group(7), channel)
+
+
+def test_sync_push_from_async_code_is_refused():
+    """Calling the sync API inside a running loop is a programming error, reported clearly."""
+    import asyncio
+
+    async def misuse() -> None:
+        push.push_everyone({"type": "announcement", "body": "x"})
+
+    with pytest.raises(RuntimeError, match="await the a-prefixed function"):
+        asyncio.run(misuse())
