@@ -1,0 +1,22 @@
+"""The benchmarks run end to end (tiny sizes). They report timings; nothing here asserts one."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.services import ROOT
+
+
+def test_push_latency_benchmark_runs_and_reports(tmp_path):
+    """bench/push_latency.py starts its services, measures, prints p50/p99 and writes JSON."""
+    out = tmp_path / "push.json"
+    result = subprocess.run(
+        [sys.executable, "bench/push_latency.py", "--samples", "5", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "p50" in result.stdout and "p99" in result.stdout
+    data = json.loads(out.read_text())
+    assert data["samples"] == 5 and data["p50_ms"] > 0
