@@ -18,6 +18,7 @@ from django.urls import path, re_path  # noqa: E402
 from chat.consumers import ChatConsumer  # noqa: E402
 from realtime.echo import EchoConsumer  # noqa: E402
 from realtime.handshake import HandshakeAuth, OriginGuard  # noqa: E402
+from realtime.longpoll import LongPollConsumer  # noqa: E402
 
 websocket_urlpatterns = [
     path("ws/echo/", OriginGuard(EchoConsumer.as_asgi())),
@@ -26,9 +27,15 @@ websocket_urlpatterns = [
     re_path(r"", WebsocketDenier.as_asgi()),
 ]
 
+http_urlpatterns = [
+    # The long-polling fallback transport runs the chat consumer over HTTP (realtime/longpoll.py).
+    path("rt/lp/<str:action>/", LongPollConsumer.as_asgi()),
+    re_path(r"", django_asgi_app),
+]
+
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": URLRouter(http_urlpatterns),
         "websocket": URLRouter(websocket_urlpatterns),
     }
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 from collections.abc import Iterator
 from http.cookies import SimpleCookie
 from typing import Any
@@ -30,6 +31,12 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["CELERY_BROKER_URL"] = url
     from django.conf import settings
 
+    # One test database file per pytest process, so concurrent runs never share one.
+    test_db = settings.DATABASES["default"].setdefault("TEST", {})
+    if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+        base = Path(test_db.get("NAME") or Path(settings.BASE_DIR) / "var" / "test.sqlite3")
+        base.parent.mkdir(parents=True, exist_ok=True)
+        test_db["NAME"] = str(base.with_name(f"{base.stem}-{os.getpid()}{base.suffix}"))
     settings.REDIS_URL = url
     settings.CELERY_BROKER_URL = url
     settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [url]
@@ -41,6 +48,12 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     if _redis is not None:
         _redis.stop()
+    from django.conf import settings
+
+    name = settings.DATABASES["default"].get("TEST", {}).get("NAME")
+    if name and str(os.getpid()) in name:
+        for suffix in ("", "-wal", "-shm"):
+            Path(name + suffix).unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,13 @@ let presence = new Set();
 let typingTimers = new Map();
 let baseTitle = document.title;
 
-const client = new RealtimeClient({ pingMs: config.pingMs });
+// ?encoding=json shows readable frames in DevTools; ?transport=longpoll forces the fallback.
+const params = new URLSearchParams(window.location.search);
+const client = new RealtimeClient({
+  pingMs: config.pingMs,
+  encoding: params.get("encoding") || "msgpack",
+  transport: params.get("transport") || "auto",
+});
 
 // --- rendering ------------------------------------------------------------------
 
@@ -113,10 +119,14 @@ function showNotice(text) {
   els.notice.hidden = !text;
 }
 
-function renderConn({ state, rtt, delay }) {
+function renderConn({ state, rtt, delay, transport }) {
   els.conn.dataset.state = state;
+  els.conn.dataset.transport = transport || "";
   let text = state;
-  if (state === "connected") text = rtt != null ? `connected (${rtt} ms)` : "connected";
+  if (state === "connected") {
+    text = rtt != null ? `connected (${rtt} ms)` : "connected";
+    if (transport === "longpoll") text += " · long-polling";
+  }
   if (state === "reconnecting" && delay != null) {
     const until = Date.now() + delay;
     const tick = () => {
@@ -138,7 +148,8 @@ function openRoom(slug) {
   if (current && current !== slug) client.leave(current);
   current = slug;
   if (rooms.get(slug)) rooms.get(slug).mentioned = false;
-  history.replaceState(null, "", `?room=${encodeURIComponent(slug)}`);
+  params.set("room", slug);
+  history.replaceState(null, "", `?${params}`);
   els.messages.replaceChildren();
   presence = new Set();
   renderPresence();

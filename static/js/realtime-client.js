@@ -1,11 +1,18 @@
-// The one module that owns the chat socket: connect, reconnect with backoff, heartbeat,
-// resume by seq, and an outbox for messages typed while offline. Pages use it through
-// events; they never touch the WebSocket. Protocol: docs/protocol.md.
+// The one module that owns the chat connection: transports (WebSocket, long-polling
+// fallback), encodings (JSON, MessagePack), reconnect with backoff, heartbeat, resume
+// by seq, and an outbox for messages typed while offline. Pages use it through events
+// and never touch a socket. Protocol: docs/protocol.md.
 //
-// Reconnect: exponential backoff with full jitter (delay = random(0, min(cap, base·2^n))),
-// so clients of a restarted server spread their reconnects over the window instead of
-// arriving together. The attempt counter resets once a connection has stayed up for
-// STABLE_MS.
+// Reconnect: exponential backoff with full jitter — delay = random(0, min(cap, base·2^n)) —
+// so the clients of a restarted server spread their reconnects over the window instead
+// of arriving together. The attempt counter resets once a connection stays up STABLE_MS.
+//
+// Fallback: after `fallbackAfter` WebSocket attempts in a row that never opened (a proxy
+// that drops Upgrade, a firewall), the client switches to HTTP long-polling — the same
+// protocol, served by the same consumer — and tries a WebSocket again every
+// `upgradeEveryMs`, switching back as soon as one opens.
+
+import * as msgpack from "./msgpack.js";
 
 export const CloseCode = Object.freeze({
   NORMAL: 1000,
@@ -21,7 +28,7 @@ export const CloseCode = Object.freeze({
 const FINAL_CODES = new Set([CloseCode.SESSION_ENDED, CloseCode.FORBIDDEN, CloseCode.TOO_MANY_CONNECTIONS]);
 
 export function backoffDelay(attempt, { baseMs = 1000, capMs = 30000, random = Math.random } = {}) {
-  // Full jitter (AWS architecture blog, "Exponential Backoff And Jitter").
+  // Full jitter (AWS Architecture Blog, "Exponential Backoff And Jitter").
   const ceiling = Math.min(capMs, baseMs * 2 ** Math.max(0, attempt));
   return Math.floor(random() * ceiling);
 }
@@ -36,30 +43,179 @@ export function defaultUrl(path = "/ws/chat/") {
   return `${scheme}//${window.location.host}${path}`;
 }
 
+// --- transports ---------------------------------------------------------------------
+// Both call handlers.onopen(), handlers.onevent(object), handlers.onclose(code, reason, opened).
+
+export class WebSocketTransport {
+  constructor(url, { encoding = "json" } = {}, handlers) {
+    this.name = "websocket";
+    this.handlers = handlers;
+    this.opened = false;
+    this.protocols = encoding === "msgpack" ? ["chat.v1.msgpack", "chat.v1.json"] : ["chat.v1.json"];
+    this.ws = new WebSocket(url, this.protocols);
+    this.ws.binaryType = "arraybuffer";
+    this.ws.onopen = () => {
+      this.opened = true;
+      this.binary = this.ws.protocol === "chat.v1.msgpack";
+      this.encoding = this.binary ? "msgpack" : "json";
+      handlers.onopen();
+    };
+    this.ws.onmessage = (ev) => {
+      let event;
+      try {
+        event = typeof ev.data === "string" ? JSON.parse(ev.data) : msgpack.decode(new Uint8Array(ev.data));
+      } catch (e) {
+        return; // not ours to crash on
+      }
+      handlers.onevent(event);
+    };
+    this.ws.onclose = (ev) => this._closed(ev.code, ev.reason);
+    this.ws.onerror = () => {}; // onclose follows with the code
+  }
+
+  _closed(code, reason) {
+    if (this.dead) return;
+    this.dead = true;
+    this.handlers.onclose(code, reason, this.opened);
+  }
+
+  send(frame) {
+    if (this.dead || this.ws.readyState !== WebSocket.OPEN) return false;
+    this.ws.send(this.binary ? msgpack.encode(frame) : JSON.stringify(frame));
+    return true;
+  }
+
+  /** Drop the socket now, as if the network died (heartbeat timeout). */
+  kill(code = 1006, reason = "dropped") {
+    this.ws.onopen = this.ws.onmessage = this.ws.onclose = null;
+    try { this.ws.close(4000, reason); } catch (e) { /* already closing */ }
+    this._closed(code, reason);
+  }
+
+  close(code = CloseCode.NORMAL) {
+    this.ws.onclose = null;
+    this.dead = true;
+    try { this.ws.close(code); } catch (e) { /* ignore */ }
+  }
+}
+
+export class LongPollTransport {
+  constructor(baseUrl, _options, handlers) {
+    this.name = "longpoll";
+    this.encoding = "json";
+    this.base = baseUrl.endsWith("/") ? baseUrl : baseUrl + "/";
+    this.handlers = handlers;
+    this.opened = false;
+    this.sid = null;
+    this.cursor = 0;
+    this.outgoing = [];
+    this.abort = new AbortController();
+    this._run();
+  }
+
+  async _post(action, payload) {
+    return fetch(this.base + action + "/", {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json" },
+      body: payload === undefined ? "" : JSON.stringify(payload),
+      signal: this.abort.signal,
+    });
+  }
+
+  async _run() {
+    try {
+      const response = await this._post("open");
+      if (!response.ok) return this._closed(1006, `open: HTTP ${response.status}`);
+      this.sid = (await response.json()).sid;
+      this.opened = true;
+      this.handlers.onopen();
+      while (!this.dead) {
+        const poll = await this._post("poll", { sid: this.sid, cursor: this.cursor });
+        if (!poll.ok) return this._closed(1006, `poll: HTTP ${poll.status}`);
+        const data = await poll.json();
+        this.cursor = data.cursor;
+        for (const event of data.events) {
+          if (this.dead) return;
+          this.handlers.onevent(event);
+        }
+        if (data.closed !== null && data.closed !== undefined) return this._closed(data.closed, "closed by server");
+      }
+    } catch (err) {
+      this._closed(1006, String(err && err.message));
+    }
+  }
+
+  _closed(code, reason) {
+    if (this.dead) return;
+    this.dead = true;
+    this.abort.abort();
+    this.handlers.onclose(code, reason, this.opened);
+  }
+
+  send(frame) {
+    if (this.dead || !this.sid) return false;
+    this.outgoing.push(frame);
+    if (this.outgoing.length === 1) {
+      queueMicrotask(async () => {
+        const frames = this.outgoing.splice(0);
+        try {
+          const response = await this._post("send", { sid: this.sid, frames });
+          if (!response.ok) this._closed(1006, `send: HTTP ${response.status}`);
+        } catch (err) {
+          this._closed(1006, String(err && err.message));
+        }
+      });
+    }
+    return true;
+  }
+
+  kill(code = 1006, reason = "dropped") { this._closed(code, reason); }
+
+  close() {
+    const sid = this.sid;
+    this.dead = true;
+    this.abort.abort();
+    if (sid) {
+      fetch(this.base + "close/", {
+        method: "POST", credentials: "same-origin", body: JSON.stringify({ sid }),
+        headers: { "Content-Type": "application/json" }, keepalive: true,
+      }).catch(() => {});
+    }
+  }
+}
+
+// --- the client -----------------------------------------------------------------------
+
 export class RealtimeClient extends EventTarget {
   constructor({
     url = defaultUrl(),
+    longPollUrl = "/rt/lp/",
+    encoding = "json",
+    transport = "auto", // "auto" | "websocket" | "longpoll"
     pingMs = 25000,
     pongTimeoutMs = 10000,
     baseMs = 1000,
     capMs = 30000,
     stableMs = 10000,
+    fallbackAfter = 3,
+    upgradeEveryMs = 60000,
   } = {}) {
     super();
-    this.url = url;
-    this.pingMs = pingMs;
-    this.pongTimeoutMs = pongTimeoutMs;
-    this.baseMs = baseMs;
-    this.capMs = capMs;
-    this.stableMs = stableMs;
+    Object.assign(this, {
+      url, longPollUrl, encoding, pingMs, pongTimeoutMs, baseMs, capMs, stableMs, fallbackAfter, upgradeEveryMs,
+    });
+    this.policy = transport;
+    this.mode = transport === "longpoll" ? "longpoll" : "websocket";
+    this.wsFailures = 0;
     this.state = "idle";
     this.attempt = 0;
     this.rtt = null;
     this.user = null;
-    this.ws = null;
-    this.rooms = new Map(); // slug -> {lastSeq: number|null, ahead: Set<number>}
-    this.outbox = []; // {type, room, body, client_id, ...} waiting for an open socket / a join
-    this.pending = new Map(); // client_id -> frame, until the server echoes it
+    this.transport = null;
+    this.serial = 0; // increases with every connection
+    this.rooms = new Map(); // slug -> {lastSeq, ahead:Set, joined, fresh}
+    this.pending = new Map(); // client_id -> frame: sent or not, until the server echoes it
     this.seenEventIds = new Set();
     this._timers = {};
     this._stopped = false;
@@ -81,7 +237,8 @@ export class RealtimeClient extends EventTarget {
   close() {
     this._stopped = true;
     this._clearTimers();
-    if (this.ws) this.ws.close(CloseCode.NORMAL);
+    if (this.transport) this.transport.close(CloseCode.NORMAL);
+    this.transport = null;
     this._setState("closed");
   }
 
@@ -96,12 +253,12 @@ export class RealtimeClient extends EventTarget {
     this._send({ type: "leave", room });
   }
 
-  /** Post a message; returns its client_id. Queued while offline, sent once. */
+  /** Post a message; returns its client_id. Kept (and resent with the same id) until echoed. */
   sendMessage(room, body) {
     const frame = { type: "message", room, body, client_id: newClientId() };
     this.pending.set(frame.client_id, frame);
     this._emit("pending", frame);
-    this._queue(frame);
+    this._trySend(frame);
     return frame.client_id;
   }
 
@@ -123,44 +280,62 @@ export class RealtimeClient extends EventTarget {
     return this;
   }
 
+  get transportName() { return this.transport ? this.transport.name : null; }
+
   // --- connection -----------------------------------------------------------------
 
   _open() {
     this._clearTimers();
+    if (this.transport) this.transport.close();
     this._setState(this.attempt === 0 ? "connecting" : "reconnecting");
-    let ws;
-    try {
-      ws = new WebSocket(this.url, ["chat.v1.json"]);
-    } catch (err) {
-      this._scheduleReconnect();
-      return;
-    }
-    this.ws = ws;
-    ws.onopen = () => {
-      this._setState("connected");
-      this._timers.stable = setTimeout(() => { this.attempt = 0; }, this.stableMs);
-      this._startHeartbeat();
-      for (const room of this.rooms.keys()) {
-        this.rooms.get(room).joined = false;
-        this._sendJoin(room);
-      }
+    const serial = ++this.serial;
+    const handlers = {
+      onopen: () => serial === this.serial && this._onOpen(),
+      onevent: (event) => serial === this.serial && this._onEvent(event),
+      onclose: (code, reason, opened) => serial === this.serial && this._onClose(code, reason, opened),
     };
-    ws.onmessage = (ev) => this._onFrame(ev.data);
-    ws.onclose = (ev) => this._onClose(ws, ev.code, ev.reason);
-    ws.onerror = () => {}; // onclose follows with the code
+    try {
+      this.transport = this.mode === "longpoll"
+        ? new LongPollTransport(this.longPollUrl, {}, handlers)
+        : new WebSocketTransport(this.url, { encoding: this.encoding }, handlers);
+    } catch (err) {
+      this.transport = null;
+      this._scheduleReconnect();
+    }
   }
 
-  _onClose(ws, code, reason) {
-    if (ws !== this.ws) return;
-    this.ws = null;
+  _onOpen() {
+    if (this.mode === "websocket") this.wsFailures = 0;
+    this._setState("connected");
+    this._timers.stable = setTimeout(() => { this.attempt = 0; }, this.stableMs);
+    this._startHeartbeat();
+    if (this.mode === "longpoll" && this.policy === "auto") this._scheduleUpgrade();
+    for (const [room, state] of this.rooms) {
+      state.joined = false;
+      this._sendJoin(room);
+    }
+  }
+
+  _onClose(code, reason, opened) {
+    this.transport = null;
     this._clearTimers();
     for (const state of this.rooms.values()) state.joined = false;
-    this._emit("disconnected", { code, reason });
+    this._emit("disconnected", { code, reason, transport: this.mode });
     if (this._stopped) return;
     if (FINAL_CODES.has(code)) {
       this._stopped = true;
       this._setState("closed", { code });
       return;
+    }
+    if (this.mode === "websocket" && !opened) {
+      this.wsFailures += 1;
+      if (this.policy === "auto" && this.wsFailures >= this.fallbackAfter) {
+        this.mode = "longpoll"; // WebSockets look blocked here: fall back at once
+        this.attempt = 0;
+        this._emit("fallback", { failures: this.wsFailures });
+        this._open();
+        return;
+      }
     }
     this._scheduleReconnect();
   }
@@ -173,20 +348,38 @@ export class RealtimeClient extends EventTarget {
     this._timers.retry = setTimeout(() => this._open(), delay);
   }
 
-  _dropDeadSocket() {
-    // A late pong means the path is dead even if the browser still thinks it is open.
-    const ws = this.ws;
-    if (!ws) return;
-    ws.onopen = ws.onmessage = ws.onclose = null;
-    try { ws.close(4000, "heartbeat timeout"); } catch (e) { /* already closing */ }
-    this._onClose(ws, 1006, "heartbeat timeout");
+  _scheduleUpgrade() {
+    // While long-polling, probe for a working WebSocket now and then; switch back on success.
+    this._timers.upgrade = setTimeout(() => {
+      let probe;
+      try {
+        probe = new WebSocket(this.url, ["chat.v1.json"]);
+      } catch (e) {
+        this._scheduleUpgrade();
+        return;
+      }
+      probe.onopen = () => {
+        probe.onclose = null;
+        probe.close(CloseCode.NORMAL);
+        if (this.mode !== "longpoll" || this._stopped) return;
+        this.mode = "websocket";
+        this.wsFailures = 0;
+        this._emit("upgrade", {});
+        this._open();
+      };
+      probe.onerror = () => {};
+      probe.onclose = () => { if (this.mode === "longpoll") this._scheduleUpgrade(); };
+    }, this.upgradeEveryMs);
   }
 
   _startHeartbeat() {
     const beat = () => {
-      const t = Date.now();
-      this._send({ type: "ping", t, rtt: this.rtt ?? undefined });
-      this._timers.pong = setTimeout(() => this._dropDeadSocket(), this.pongTimeoutMs);
+      this._send({ type: "ping", t: Date.now(), rtt: this.rtt ?? undefined });
+      clearTimeout(this._timers.pong);
+      this._timers.pong = setTimeout(() => {
+        // A late pong means the path is dead even if the browser still thinks it is open.
+        if (this.transport) this.transport.kill(1006, "heartbeat timeout");
+      }, this.pongTimeoutMs);
     };
     this._timers.ping = setInterval(beat, this.pingMs);
     beat();
@@ -194,40 +387,33 @@ export class RealtimeClient extends EventTarget {
 
   _clearTimers() {
     clearInterval(this._timers.ping);
-    clearTimeout(this._timers.pong);
-    clearTimeout(this._timers.retry);
-    clearTimeout(this._timers.stable);
+    for (const name of ["pong", "retry", "stable", "upgrade"]) clearTimeout(this._timers[name]);
     this._timers = {};
   }
 
   _setState(state, extra = {}) {
     this.state = state;
-    this._emit("state", { state, rtt: this.rtt, ...extra });
+    this._emit("state", { state, rtt: this.rtt, transport: this.mode, ...extra });
   }
 
   // --- frames -----------------------------------------------------------------------
 
   _send(frame) {
-    if (this.ws && this.ws.readyState === WebSocket.OPEN) {
-      this.ws.send(JSON.stringify(frame));
-      return true;
-    }
-    return false;
+    return this.transport ? this.transport.send(frame) : false;
   }
 
-  _queue(frame) {
+  _trySend(frame) {
+    // A message goes out only once its room is joined on the current connection; it is
+    // resent (same client_id) after every reconnect until echoed, so nothing is lost
+    // and nothing is stored twice.
     const room = this.rooms.get(frame.room);
-    if (room && room.joined && this._send(frame)) return;
-    this.outbox.push(frame);
+    if (room && room.joined && this._send(frame)) frame._sentOn = this.serial;
   }
 
-  _flushOutbox(room) {
-    const keep = [];
-    for (const frame of this.outbox) {
-      if (frame.room === room && this._send(frame)) continue;
-      keep.push(frame);
+  _flushPending(room) {
+    for (const frame of this.pending.values()) {
+      if (frame.room === room && frame._sentOn !== this.serial) this._trySend(frame);
     }
-    this.outbox = keep;
   }
 
   _sendJoin(room) {
@@ -254,14 +440,8 @@ export class RealtimeClient extends EventTarget {
     return true;
   }
 
-  _onFrame(data) {
-    let event;
-    try {
-      event = JSON.parse(data);
-    } catch (e) {
-      return;
-    }
-    if (event.event_id !== undefined) {
+  _onEvent(event) {
+    if (event.event_id !== undefined && event.event_id !== null) {
       // A pushed event (announcement, mention) is shown once, even if redelivered.
       if (this.seenEventIds.has(event.event_id)) return;
       this.seenEventIds.add(event.event_id);
@@ -270,13 +450,12 @@ export class RealtimeClient extends EventTarget {
     switch (event.type) {
       case "hello":
         this.user = event.user;
-        if (event.ping_ms) this.pingMs = event.ping_ms;
         break;
       case "pong":
         clearTimeout(this._timers.pong);
         if (typeof event.t === "number") {
           this.rtt = Date.now() - event.t;
-          this._emit("state", { state: this.state, rtt: this.rtt });
+          this._emit("state", { state: this.state, rtt: this.rtt, transport: this.mode });
         }
         break;
       case "joined": {
@@ -291,7 +470,9 @@ export class RealtimeClient extends EventTarget {
           delete state.fresh;
         }
         state.joined = true;
-        break;
+        this._emit("joined", event);
+        this._flushPending(event.room);
+        return;
       }
       case "message":
       case "message.deleted": {
@@ -299,7 +480,7 @@ export class RealtimeClient extends EventTarget {
         if (!state) break;
         let show;
         if (state.fresh !== undefined && event.seq <= state.fresh) {
-          show = true; // the page sent after a fresh join; the page renders each seq once
+          show = true; // the page after a fresh join; the page renders each seq once
         } else {
           show = this._accept(event.room, event.seq);
         }
@@ -309,27 +490,23 @@ export class RealtimeClient extends EventTarget {
         }
         // A delete of a message older than our position is not a new seq: always apply it.
         if (show || event.type === "message.deleted") this._emit(event.type, event);
-        break;
+        return;
       }
       case "error":
         if (event.client_id && this.pending.has(event.client_id)) {
+          const frame = this.pending.get(event.client_id);
           if (event.code === "rate_limited" || event.code === "unavailable") {
             // Retry later with the same client_id: the server never stores it twice.
-            const frame = this.pending.get(event.client_id);
-            setTimeout(() => this._queue(frame), Math.max(1000, (event.retry_after || 1) * 1000));
+            setTimeout(() => this._trySend(frame), Math.max(1000, (event.retry_after || 1) * 1000));
           } else {
             this.pending.delete(event.client_id);
           }
         }
-        this._emit("error", event);
         break;
       default:
-        this._emit(event.type, event);
+        break;
     }
-    if (event.type === "joined") {
-      this._emit("joined", event);
-      this._flushOutbox(event.room);
-    }
+    this._emit(event.type, event);
   }
 
   _emit(type, detail) {

@@ -1,0 +1,202 @@
+"""HTTP long-polling: the fallback transport when a proxy blocks WebSocket upgrades.
+
+It carries the same protocol with the same authentication by running the very same
+consumer: ``open`` starts the WebSocket application (``HandshakeAuth(ChatConsumer)``)
+on a *virtual socket* inside this process, fed by ``send`` and drained by ``poll``.
+So Origin checks, tickets, sessions, rate limits, presence and resume are shared code,
+not a second implementation.
+
+    POST /rt/lp/open/   (cookie or ?ticket=)     -> {"sid", "cursor": 0, "protocol"}   | 403
+    POST /rt/lp/poll/   {"sid", "cursor"}        -> {"events": [...], "cursor", "closed": code|null} | 404
+    POST /rt/lp/send/   {"sid", "frames": [obj]} -> 204 | 404
+    POST /rt/lp/close/  {"sid"}                  -> 204
+
+A poll waits up to ``POLL_WAIT`` seconds for events. A session lives in the process that
+opened it (the load balancer's stickiness keeps a client there); a client whose session
+is unknown (404) opens a new one and re-joins with ``last_seq``, losing nothing.
+Sessions not polled for ``IDLE_TIMEOUT`` seconds are closed like a vanished socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from typing import Any
+
+from channels.generic.http import AsyncHttpConsumer
+
+from realtime.handshake import origin_allowed
+from realtime.protocol import CloseCode
+
+logger = logging.getLogger(__name__)
+
+POLL_WAIT = 25.0
+IDLE_TIMEOUT = 45.0
+MAX_BUFFERED = 2000
+MAX_BODY = 256 * 1024
+MAX_FRAMES_PER_SEND = 50
+
+
+class VirtualSocket:
+    """One long-polling client: a WebSocket application instance driven over HTTP."""
+
+    def __init__(self, app: Any, scope: dict[str, Any]) -> None:
+        self.sid = secrets.token_urlsafe(24)
+        self.inbox: asyncio.Queue = asyncio.Queue()
+        self.events: list[dict[str, Any]] = []
+        self.base = 0  # cursor of events[0]
+        self.closed: int | None = None
+        self.accepted = asyncio.Event()  # set on accept or on a close before it
+        self.did_accept = False
+        self.changed = asyncio.Event()
+        self.last_seen = time.monotonic()
+        self.user_id: int | None = None
+        self.scope = {**scope, "type": "websocket", "subprotocols": [], "path": "/ws/chat/", "raw_path": b"/ws/chat/"}
+        self.inbox.put_nowait({"type": "websocket.connect"})
+        self.task = asyncio.get_running_loop().create_task(app(self.scope, self.inbox.get, self._send))
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "websocket.accept":
+            self.did_accept = True
+            self.accepted.set()
+        elif kind == "websocket.send":
+            text = message.get("text")
+            if text is not None:
+                self.events.append(json.loads(text))
+                if len(self.events) > MAX_BUFFERED:
+                    # A client that stopped polling must not grow memory without bound.
+                    self.closed = CloseCode.GOING_AWAY
+                    await self.end()
+        elif kind == "websocket.close":
+            self.closed = message.get("code", CloseCode.NORMAL)
+            self.accepted.set()
+        self.changed.set()
+
+    async def feed(self, frame: dict[str, Any]) -> None:
+        """A client frame, as if it came over the socket."""
+        self.last_seen = time.monotonic()
+        await self.inbox.put({"type": "websocket.receive", "text": json.dumps(frame)})
+
+    async def poll(self, cursor: int, wait: float) -> tuple[list[dict[str, Any]], int, int | None]:
+        """Events from ``cursor`` on (waiting up to ``wait`` s for some); drops those acknowledged."""
+        self.last_seen = time.monotonic()
+        if cursor > self.base:
+            drop = min(cursor - self.base, len(self.events))
+            del self.events[:drop]
+            self.base += drop
+        if not self.events and self.closed is None:
+            self.changed.clear()
+            try:
+                await asyncio.wait_for(self.changed.wait(), wait)
+            except asyncio.TimeoutError:
+                pass
+        self.last_seen = time.monotonic()
+        return list(self.events), self.base + len(self.events), self.closed
+
+    async def end(self, code: int = CloseCode.GOING_AWAY) -> None:
+        """Disconnect the virtual socket: the consumer cleans up as for a closed socket."""
+        if self.task.done():
+            return
+        await self.inbox.put({"type": "websocket.disconnect", "code": code})
+        try:
+            await asyncio.wait_for(asyncio.shield(self.task), 5)
+        except (asyncio.TimeoutError, Exception):
+            self.task.cancel()
+
+
+class _Registry:
+    """This process's virtual sockets, swept when idle."""
+
+    def __init__(self) -> None:
+        self.sockets: dict[str, VirtualSocket] = {}
+        self.sweeper: asyncio.Task | None = None
+
+    def add(self, vs: VirtualSocket) -> None:
+        self.sockets[vs.sid] = vs
+        if self.sweeper is None or self.sweeper.done():
+            self.sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+
+    async def _sweep_forever(self) -> None:
+        while self.sockets:
+            await asyncio.sleep(5)
+            now = time.monotonic()
+            for sid, vs in list(self.sockets.items()):
+                if vs.task.done() or now - vs.last_seen > IDLE_TIMEOUT:
+                    self.sockets.pop(sid, None)
+                    await vs.end()
+
+
+registry = _Registry()
+
+
+def _app() -> Any:
+    # Imported late: the routing module imports this one.
+    from chat.consumers import ChatConsumer
+    from realtime.handshake import HandshakeAuth
+
+    return HandshakeAuth(ChatConsumer.as_asgi())
+
+
+class LongPollConsumer(AsyncHttpConsumer):
+    """``/rt/lp/<action>/``: open, poll, send, close."""
+
+    async def _json(self, status: int, payload: Any = None) -> None:
+        body = b"" if payload is None else json.dumps(payload, separators=(",", ":")).encode()
+        headers = [(b"Cache-Control", b"no-store"), (b"Content-Type", b"application/json")]
+        await self.send_response(status, body, headers=headers)
+
+    async def handle(self, body: bytes) -> None:
+        action = self.scope["url_route"]["kwargs"]["action"]
+        if self.scope["method"] != "POST":
+            return await self._json(405, {"error": "method_not_allowed"})
+        if len(body) > MAX_BODY:
+            return await self._json(413, {"error": "too_large"})
+        if action == "open":
+            return await self._open()
+        headers = dict(self.scope.get("headers", []))
+        if not origin_allowed(headers.get(b"origin"), missing_ok=True):
+            return await self._json(403, {"error": "origin"})
+        try:
+            data = json.loads(body or b"{}")
+            vs = registry.sockets.get(str(data.get("sid", "")))
+        except (ValueError, AttributeError):
+            return await self._json(400, {"error": "invalid_json"})
+        if vs is None:
+            return await self._json(404, {"error": "unknown_session"})
+        if action == "poll":
+            cursor = data.get("cursor", 0)
+            if not isinstance(cursor, int) or isinstance(cursor, bool) or cursor < 0:
+                return await self._json(400, {"error": "invalid_cursor"})
+            events, cursor, closed = await vs.poll(cursor, POLL_WAIT)
+            if closed is not None and not events:
+                registry.sockets.pop(vs.sid, None)
+            return await self._json(200, {"events": events, "cursor": cursor, "closed": closed})
+        if action == "send":
+            frames = data.get("frames")
+            if not isinstance(frames, list) or len(frames) > MAX_FRAMES_PER_SEND:
+                return await self._json(400, {"error": "invalid_frames"})
+            for frame in frames:
+                await vs.feed(frame)
+            return await self._json(204)
+        if action == "close":
+            registry.sockets.pop(vs.sid, None)
+            await vs.end(CloseCode.NORMAL)
+            return await self._json(204)
+        return await self._json(404, {"error": "unknown_action"})
+
+    async def _open(self) -> None:
+        vs = VirtualSocket(_app(), self.scope)
+        try:
+            await asyncio.wait_for(vs.accepted.wait(), 10)
+        except asyncio.TimeoutError:
+            await vs.end()
+            return await self._json(503, {"error": "unavailable"})
+        if not vs.did_accept:
+            # Refused before accept, exactly as a WebSocket handshake would be.
+            return await self._json(403, {"error": "forbidden"})
+        registry.add(vs)
+        await self._json(200, {"sid": vs.sid, "cursor": 0, "protocol": "chat.v1.json"})
