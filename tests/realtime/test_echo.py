@@ -17,6 +17,10 @@ from websockets.exceptions import InvalidStatus
 
 from realtime.asgi import application
 
+# The echo needs no rows, but Channels closes stale DB connections around every consumer
+# event (``aclose_old_connections``), which pytest-django only allows with DB access.
+pytestmark = pytest.mark.django_db(transaction=True)
+
 ORIGIN = b"http://127.0.0.1:8000"
 EVIL = "https://evil.example"
 

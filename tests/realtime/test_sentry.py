@@ -50,9 +50,13 @@ class CapturingTransport(Transport):
 
 
 class ExplodingChatConsumer(ChatConsumer):
-    """The real ChatConsumer whose ``typing`` handler hits a bug (ping still works)."""
+    """The real ChatConsumer whose ``typing`` and ``message`` handlers hit a bug (ping still works)."""
 
     async def handle_typing(self, p: dict[str, Any]) -> None:
+        raise RuntimeError(BOOM)
+
+    async def handle_message(self, p: dict[str, Any]) -> None:
+        body = p["body"]  # a local holding the body, as the real handler has  # noqa: F841
         raise RuntimeError(BOOM)
 
 
@@ -61,21 +65,19 @@ exploding_app = HandshakeAuth(ExplodingChatConsumer.as_asgi())
 
 @pytest.fixture
 def sentry_events() -> Iterator[CapturingTransport]:
-    """Sentry initialised through ``sentry_init`` with a capturing transport; reset afterwards.
+    """Sentry initialised through ``sentry_init`` with a capturing transport; the previous client restored after.
 
     Initialised from a sync fixture (no running loop), as in production where settings
     import before the server's loop starts.
     """
     transport = CapturingTransport()
-    assert sentry_init(
-        dsn="https://key@o0.ingest.sentry.io/1", environment="test", release="t", transport=transport
-    )
+    previous = sentry_sdk.get_global_scope().client
+    assert sentry_init(dsn="https://key@o0.ingest.sentry.io/1", environment="test", release="t", transport=transport)
     try:
         yield transport
     finally:
         sentry_sdk.get_client().close()
-        sentry_sdk.init(dsn=None)
-        assert not sentry_sdk.get_client().is_active()
+        sentry_sdk.get_global_scope().set_client(previous)
 
 
 @pytest.fixture
@@ -135,6 +137,29 @@ async def test_ticket_in_the_query_string_never_reaches_sentry(alice, sentry_eve
     assert BOOM.encode() in raw
     assert ticket.encode() not in raw
     assert ticket.split(":")[0].encode() not in raw  # not even the signed payload part
+
+
+async def test_message_body_of_a_crashed_frame_never_reaches_sentry(alice, lobby, sentry_events) -> None:
+    """A handler crash while posting a message: the report has the error but not the message body.
+
+    The body sits in the frame's local variables (``text_data``, ``frame``, ``payload``,
+    ``p``, ``body``); Sentry must not collect locals.
+    """
+    secret = "top secret body 4242 ✓"
+    cookie = await sync_to_async(cookie_header)(alice)
+    comm = await _open("/ws/chat/", [ORIGIN, (b"cookie", cookie.encode())])
+    await comm.send_json_to({"type": "message", "room": "lobby", "body": secret, "client_id": "c-1"})
+    err = await comm.receive_json_from(timeout=5)
+    assert err["code"] == "internal_error" and err["request_type"] == "message"
+    await comm.disconnect()
+
+    sentry_sdk.flush(timeout=5)
+    assert len(sentry_events.events()) == 1
+    raw = sentry_events.raw()
+    assert BOOM.encode() in raw
+    assert secret.encode() not in raw
+    assert json.dumps(secret).encode() not in raw  # nor its JSON-escaped form
+    assert b"top secret body" not in raw
 
 
 def test_scrub_drops_query_string_ticket_url_query_and_body() -> None:
