@@ -14,7 +14,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from chat import events, selectors, services
-from realtime import broadcast, presence
+from realtime import broadcast, features, presence
 from realtime.consumer import ProtocolConsumer
 from realtime.protocol import ErrorCode, ProtocolError
 
@@ -22,9 +22,6 @@ from realtime.protocol import ErrorCode, ProtocolError
 TYPING_INTERVAL = 2.0
 
 db = database_sync_to_async
-
-# Event types that belong to one room's stream and reach a socket through the room's group.
-ROOM_TRAFFIC = frozenset({"message", "message.updated", "message.deleted", "typing", "presence"})
 
 
 class ChatConsumer(ProtocolConsumer):
@@ -100,6 +97,8 @@ class ChatConsumer(ProtocolConsumer):
         )
         for event in history:
             await self.send_event(event)
+        for event in await features.joined(self, slug, history):
+            await self.send_event(event)
         if became_present and not rejoin:
             await broadcast.aroom_send(
                 slug, {"type": "presence", "room": slug, "joined": [self.username], "left": []},
@@ -169,17 +168,16 @@ class ChatConsumer(ProtocolConsumer):
 
     # --- broadcasts ------------------------------------------------------------------
 
-    async def on_event(self, event: dict[str, Any]) -> None:
+    async def on_event(self, event: dict[str, Any], *, room: str | None = None) -> None:
         """Forward a room's traffic only while joined, without repeating history.
 
-        A leave races with messages already queued for this socket; those are dropped
+        A leave races with events already queued for this socket; those are dropped
         here. Events to the user or to everyone (mentions, announcements) always pass.
         """
-        if event.get("type") in ROOM_TRAFFIC:
-            slug = event.get("room")
-            if slug not in self.rooms:
+        if room is not None:
+            if room not in self.rooms:
                 return
-            if event["type"] == "message" and event.get("seq", 0) <= self.rooms[slug]:
+            if event.get("type") == "message" and event.get("seq", 0) <= self.rooms[room]:
                 return
         await self.send_event(event)
 

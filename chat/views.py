@@ -16,6 +16,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from chat import events, selectors, services
 from chat.forms import RoomForm, SignupForm
+from realtime import features
 from realtime.protocol import SLUG_RE
 
 
@@ -38,7 +39,8 @@ def index(request: HttpRequest) -> HttpResponse:
         "maxBody": settings.REALTIME["MAX_BODY_CHARS"],
         "pingMs": settings.REALTIME["CLIENT_PING_MS"],
     }
-    return render(request, "chat/index.html", {"config": config, "room_form": RoomForm()})
+    context = {"config": config, "room_form": RoomForm(), "feature_scripts": features.scripts()}
+    return render(request, "chat/index.html", context)
 
 
 @login_required

@@ -2,10 +2,12 @@ from django.apps import AppConfig
 
 
 class RealtimeConfig(AppConfig):
-    """The real-time core: connects the account signals that end open sockets."""
+    """The real-time core: connects the account signals and discovers apps' realtime_features."""
 
     name = "realtime"
     verbose_name = "Real-time"
 
     def ready(self) -> None:
-        from realtime import signals  # noqa: F401  (connects receivers)
+        from realtime import features, signals  # noqa: F401  (signals connects receivers)
+
+        features.autodiscover()

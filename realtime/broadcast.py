@@ -71,7 +71,7 @@ async def agroup_size(group: str) -> int:
 
 async def aroom_send(slug: str, event: dict[str, Any], *, exclude: str | None = None) -> None:
     """Send a protocol event to everyone in a room (``exclude``: a channel name to skip)."""
-    await apublish(room_group(slug), {"type": EVENT, "event": event, "exclude": exclude})
+    await apublish(room_group(slug), {"type": EVENT, "event": event, "exclude": exclude, "room": slug})
 
 
 async def auser_send(user_id: int, event: dict[str, Any]) -> None:

@@ -31,7 +31,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from redis.exceptions import RedisError
 
-from realtime import broadcast, presence
+from realtime import broadcast, features, presence
 from realtime.auth import session_key_digest, socket_session_check
 from realtime.protocol import (
     CloseCode,
@@ -156,9 +156,10 @@ class ProtocolConsumer(AsyncWebsocketConsumer):
             if spec.rate_limited:
                 await self._rate_check()
             method = self.handlers.get(spec.type)
-            if method is None:
+            if method is not None:
+                await getattr(self, method)(payload)
+            elif not await features.dispatch(self, spec.type, payload):
                 raise ProtocolError(ErrorCode.UNKNOWN_TYPE, "unknown message type")
-            await getattr(self, method)(payload)
         except ProtocolError as exc:
             await self.send_event({**exc.as_event(), **{k: v for k, v in context.items() if k not in exc.extra}})
         except (RedisError, DatabaseError, OSError, asyncio.TimeoutError) as exc:
@@ -206,10 +207,10 @@ class ProtocolConsumer(AsyncWebsocketConsumer):
             self._seen_ids[event_id] = None
             if len(self._seen_ids) > SEEN_IDS_KEPT:
                 self._seen_ids.pop(next(iter(self._seen_ids)))
-        await self.on_event(event)
+        await self.on_event(event, room=message.get("room"))
 
-    async def on_event(self, event: dict[str, Any]) -> None:
-        """Deliver a broadcast event; subclasses may filter or reorder."""
+    async def on_event(self, event: dict[str, Any], *, room: str | None = None) -> None:
+        """Deliver a broadcast event (``room``: the room group it came through); subclasses may filter."""
         await self.send_event(event)
 
     async def realtime_control(self, message: dict[str, Any]) -> None:

@@ -25,7 +25,7 @@ def _with_id(event: dict[str, Any], event_id: str | None) -> dict[str, Any]:
 async def apush_room(slug: str, event: dict[str, Any], *, event_id: str | None = None) -> int:
     """Send ``event`` to every socket in room ``slug``."""
     group = broadcast.room_group(slug)
-    await broadcast.apublish(group, {"type": broadcast.EVENT, "event": _with_id(event, event_id)})
+    await broadcast.apublish(group, {"type": broadcast.EVENT, "event": _with_id(event, event_id), "room": slug})
     return await broadcast.agroup_size(group)
 
 

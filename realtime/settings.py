@@ -73,6 +73,9 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "realtime",
     "chat",
+    # Features built on the extension surface (realtime/features.py).
+    "reactions",
+    "receipts",
 ]
 
 MIDDLEWARE = [

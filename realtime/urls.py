@@ -11,5 +11,6 @@ urlpatterns = [
     path("api/ws-ticket/", views.ws_ticket, name="ws-ticket"),
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
+    path("", include("receipts.urls")),
     path("", include("chat.urls")),
 ]

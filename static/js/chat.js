@@ -73,6 +73,7 @@ function markRead(slug, seq) {
   if ((readSeq[slug] || 0) < seq) {
     readSeq[slug] = seq;
     localStorage.setItem(READ_KEY, JSON.stringify(readSeq));
+    document.dispatchEvent(new CustomEvent("chat:read", { detail: { room: slug, seq } }));
   }
 }
 
@@ -102,7 +103,9 @@ function showMessage(event) {
   if (els.messages.querySelector(`li[data-seq="${event.seq}"]`)) return; // never twice
   const pending = event.client_id && els.messages.querySelector(`li.pending[data-client-id="${CSS.escape(event.client_id)}"]`);
   if (pending) pending.remove();
-  insertBySeq(messageNode(event), event.seq);
+  const li = messageNode(event);
+  insertBySeq(li, event.seq);
+  document.dispatchEvent(new CustomEvent("chat:message", { detail: { li, event } }));
   if (nearBottom()) els.messages.scrollTop = els.messages.scrollHeight;
 }
 
@@ -158,6 +161,7 @@ function openRoom(slug) {
   showNotice("");
   client.join(slug);
   renderRooms();
+  document.dispatchEvent(new CustomEvent("chat:room", { detail: { room: slug } }));
 }
 
 async function loadOlder() {
@@ -324,7 +328,26 @@ async function refreshRooms() {
 }
 setInterval(refreshRooms, 30000);
 
+// What feature scripts (realtime_features' `scripts`, loaded after this module) may use.
+export const page = {
+  client,
+  config,
+  rooms,
+  readSeq,
+  current: () => current,
+  messages: els.messages,
+  renderRooms,
+  messageNode: (seq) => els.messages.querySelector(`li[data-seq="${seq}"]`),
+  el,
+};
+
 window.chatClient = client; // for tests and debugging in DevTools
-client.connect();
-if (current) openRoom(current);
-else { els.title.textContent = "No rooms yet: create one."; renderRooms(); }
+
+function start() {
+  client.connect();
+  if (current) openRoom(current);
+  else { els.title.textContent = "No rooms yet: create one."; renderRooms(); }
+}
+// Connect once every module script (the features') has run and subscribed.
+if (document.readyState === "complete") start();
+else window.addEventListener("load", start, { once: true });

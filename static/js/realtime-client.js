@@ -262,6 +262,9 @@ export class RealtimeClient extends EventTarget {
     return frame.client_id;
   }
 
+  /** Send any protocol frame now (features' types); false if not connected. */
+  send(frame) { return this._send(frame); }
+
   edit(room, id, body) { this._send({ type: "edit", room, id, body }); }
   remove(room, id) { this._send({ type: "delete", room, id }); }
   typing(room) { this._send({ type: "typing", room }); }
