@@ -62,12 +62,14 @@ class Resume:
 def room_resume(*, room: Room, last_seq: int | None, page: int, cap: int) -> Resume:
     """Everything after ``last_seq`` (at most ``cap``), or the latest page."""
     latest = Room.objects.values_list("last_seq", flat=True).get(pk=room.pk)
+    # Pages end at ``latest``: a message committed since is sent live, and the consumer
+    # drops live messages at or below ``latest``, so one past it here would arrive twice.
     if last_seq is None:
-        return Resume(room_latest(room=room, limit=page), latest, reset=False)
+        return Resume(room_before(room=room, before_seq=latest + 1, limit=page), latest, reset=False)
     if last_seq > latest:
         # The client claims messages that do not exist (another database?): start over.
-        return Resume(room_latest(room=room, limit=page), latest, reset=True)
+        return Resume(room_before(room=room, before_seq=latest + 1, limit=page), latest, reset=True)
     if latest - last_seq > cap:
-        return Resume(room_latest(room=room, limit=page), latest, reset=True)
+        return Resume(room_before(room=room, before_seq=latest + 1, limit=page), latest, reset=True)
     missed = list(_messages(room).filter(seq__gt=last_seq, seq__lte=latest).order_by("seq"))
     return Resume(missed, latest, reset=False)

@@ -50,7 +50,7 @@ def ticket_issue(*, user: AbstractBaseUser, session_key: str | None = None, ttl:
     ttl = ttl or settings.REALTIME["TICKET_TTL"]
     nonce = secrets.token_urlsafe(18)
     redis_sync().set(_ticket_key(nonce), session_key or NO_SESSION, ex=ttl)
-    return signing.dumps({"u": user.pk, "n": nonce}, salt=TICKET_SALT, compress=False)
+    return signing.dumps({"u": user.pk, "n": nonce, "t": ttl}, salt=TICKET_SALT, compress=False)
 
 
 def ticket_revoke(ticket: str) -> bool:
@@ -74,10 +74,15 @@ async def ticket_redeem(ticket: str) -> Redeemed | None:
     if not ticket or len(ticket) > 512:
         return None
     try:
-        payload = signing.loads(ticket, salt=TICKET_SALT, max_age=settings.REALTIME["TICKET_TTL"])
+        payload = signing.loads(ticket, salt=TICKET_SALT)
+        if not isinstance(payload, dict) or not isinstance(payload.get("n"), str):
+            return None
+        # The signed age limit is the ticket's own ttl (manage.py ws_ticket --ttl), not the default.
+        ttl = payload.get("t", settings.REALTIME["TICKET_TTL"])
+        if not isinstance(ttl, int) or isinstance(ttl, bool) or ttl <= 0:
+            return None
+        signing.loads(ticket, salt=TICKET_SALT, max_age=ttl)
     except signing.BadSignature:  # includes SignatureExpired
-        return None
-    if not isinstance(payload, dict) or not isinstance(payload.get("n"), str):
         return None
     session_key = await redis_async().getdel(_ticket_key(payload["n"]))
     if session_key is None:

@@ -1,0 +1,345 @@
+"""chat.services against the real database and the real Redis channel layer.
+
+The write path's guarantees: each room's seq goes 1, 2, 3 … with no gap and no repeat,
+even with concurrent writers; a client_id is stored once; a refused or rolled-back
+write stores nothing and reaches nobody (events go out only after commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
+from django.utils import timezone
+
+from chat import services
+from chat.models import Membership, Message, Room
+from realtime import broadcast
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class Boom(Exception):
+    """Raised inside a transaction to roll it back."""
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hasher(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def alice(make_user, lobby):
+    user = make_user("alice")
+    services.room_enter(slug="lobby", user=user)
+    return user
+
+
+@pytest.fixture
+def bob(make_user, lobby):
+    user = make_user("bob")
+    services.room_enter(slug="lobby", user=user)
+    return user
+
+
+def seqs(room: Room) -> list[int]:
+    return list(Message.objects.filter(room=room).order_by("seq").values_list("seq", flat=True))
+
+
+class GroupListener:
+    """A channel on the real layer, added to a group, to see exactly what was broadcast."""
+
+    def __init__(self, group: str) -> None:
+        self.group = group
+        self.layer = get_channel_layer()
+        self.channel = ""
+
+    async def __aenter__(self) -> GroupListener:
+        self.channel = await self.layer.new_channel()
+        await self.layer.group_add(self.group, self.channel)
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.layer.group_discard(self.group, self.channel)
+
+    async def next(self, timeout: float = 5) -> dict[str, Any]:
+        return await asyncio.wait_for(self.layer.receive(self.channel), timeout)
+
+
+# --- seq -------------------------------------------------------------------------
+
+
+def test_seq_increases_by_one_per_message_and_never_repeats(alice, bob, lobby):
+    """Each post takes the room's next seq; rooms count independently; room.last_seq follows."""
+    other = services.room_create(slug="other", title="Other", created_by=alice)
+    posted = []
+    for i in range(10):
+        author = alice if i % 2 else bob
+        message, created = services.message_post(room=lobby, author=author, body=f"m{i}")
+        assert created
+        posted.append(message.seq)
+        if i % 3 == 0:
+            services.message_post(room=other, author=alice, body=f"o{i}")
+    assert posted == list(range(1, 11))
+    assert seqs(lobby) == list(range(1, 11))
+    assert seqs(other) == [1, 2, 3, 4]
+    lobby.refresh_from_db()
+    assert lobby.last_seq == 10
+
+
+def test_deleted_messages_keep_their_seq(alice, lobby):
+    """Deleting a message tombstones it: its seq stays used and the next post does not reuse it."""
+    first, _ = services.message_post(room=lobby, author=alice, body="one")
+    second, _ = services.message_post(room=lobby, author=alice, body="two")
+    services.message_delete(room=lobby, user=alice, message_id=second.pk)
+    third, _ = services.message_post(room=lobby, author=alice, body="three")
+    assert (first.seq, second.seq, third.seq) == (1, 2, 3)
+    assert Message.objects.get(pk=second.pk).is_deleted
+
+
+def test_concurrent_posts_from_threads_get_seqs_1_to_100(lobby, make_user):
+    """4 threads x 25 posts on separate connections: seqs are exactly 1..100, each author's in order."""
+    users = [make_user(f"writer{i}") for i in range(4)]
+    for user in users:
+        Membership.objects.create(room=lobby, user=user)
+    barrier = threading.Barrier(len(users))
+    errors: list[BaseException] = []
+
+    def write(user) -> None:
+        try:
+            room = Room.objects.get(pk=lobby.pk)
+            barrier.wait(timeout=10)
+            for j in range(25):
+                services.message_post(room=room, author=user, body=f"{user.username}:{j}", client_id=f"k{j}")
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=write, args=(u,)) for u in users]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads)
+    assert errors == []
+    assert seqs(lobby) == list(range(1, 101))
+    lobby.refresh_from_db()
+    assert lobby.last_seq == 100
+    for user in users:
+        bodies = list(Message.objects.filter(author=user).order_by("seq").values_list("body", flat=True))
+        assert bodies == [f"{user.username}:{j}" for j in range(25)]
+
+
+def test_concurrent_repeats_of_one_client_id_store_one_message(alice, lobby):
+    """The same client_id sent from 4 threads at once (a client retrying on several sockets) is stored once."""
+    barrier = threading.Barrier(4)
+    results: list[tuple[int, bool]] = []
+    errors: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            room = Room.objects.get(pk=lobby.pk)
+            barrier.wait(timeout=10)
+            message, created = services.message_post(room=room, author=alice, body="once", client_id="same")
+            results.append((message.pk, created))
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=send) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    assert len({pk for pk, _ in results}) == 1
+    assert sorted(created for _, created in results) == [False, False, False, True]
+    assert seqs(lobby) == [1]
+
+
+# --- idempotency -------------------------------------------------------------------
+
+
+def test_repeated_client_id_returns_the_original_and_stores_nothing(alice, bob, lobby):
+    """A client_id the author already used in the room returns (original, False), even with another body."""
+    original, created = services.message_post(room=lobby, author=alice, body="hello", client_id="c-1")
+    assert created
+    again, created_again = services.message_post(room=lobby, author=alice, body="hello (resent)", client_id="c-1")
+    assert created_again is False
+    assert again.pk == original.pk and again.seq == original.seq and again.body == "hello"
+    assert seqs(lobby) == [1]
+    lobby.refresh_from_db()
+    assert lobby.last_seq == 1  # the repeat consumed no seq
+    # The key is per author and per room.
+    bobs, created = services.message_post(room=lobby, author=bob, body="mine", client_id="c-1")
+    assert created and bobs.pk != original.pk
+    other = services.room_create(slug="other", title="Other", created_by=alice)
+    elsewhere, created = services.message_post(room=other, author=alice, body="there", client_id="c-1")
+    assert created and elsewhere.seq == 1
+
+
+async def test_repeated_client_id_broadcasts_once(alice, lobby):
+    """The repeat is not broadcast again: the room sees the message once."""
+    async with GroupListener("room.lobby") as room:
+        await sync_to_async(services.message_post)(room=lobby, author=alice, body="hi", client_id="c-2")
+        await sync_to_async(services.message_post)(room=lobby, author=alice, body="hi", client_id="c-2")
+        await sync_to_async(services.message_post)(room=lobby, author=alice, body="marker")
+        first = await room.next()
+        second = await room.next()
+    assert (first["event"]["client_id"], first["event"]["seq"]) == ("c-2", 1)
+    assert (second["event"]["body"], second["event"]["seq"]) == ("marker", 2)
+
+
+# --- rollback: nothing stored, nothing broadcast ------------------------------------
+
+
+async def test_rolled_back_post_stores_nothing_and_broadcasts_nothing(alice, lobby):
+    """A post inside a transaction that rolls back leaves no row, no seq and no event.
+
+    Proof on the real layer: after the rollback a committed post is made; the first (and
+    only) event the room's group receives is that one, with seq 1.
+    """
+
+    def post_then_fail() -> None:
+        with transaction.atomic():
+            services.message_post(room=lobby, author=alice, body="never", client_id="rb-1")
+            raise Boom
+
+    async with GroupListener("room.lobby") as room:
+        with pytest.raises(Boom):
+            await sync_to_async(post_then_fail)()
+        assert await sync_to_async(Message.objects.count)() == 0
+        assert (await sync_to_async(Room.objects.get)(pk=lobby.pk)).last_seq == 0
+        kept, created = await sync_to_async(services.message_post)(
+            room=lobby, author=alice, body="kept", client_id="rb-1"
+        )
+        assert created and kept.seq == 1  # the rolled-back client_id and seq were never used
+        event = (await room.next())["event"]
+    assert event["type"] == "message" and event["body"] == "kept" and event["seq"] == 1
+
+
+async def test_rolled_back_edit_delete_and_ban_reach_nobody(alice, bob, lobby):
+    """Edits, deletes and bans rolled back with their transaction change nothing and send nothing."""
+    message, _ = await sync_to_async(services.message_post)(room=lobby, author=alice, body="original")
+
+    def edit_delete_ban_then_fail() -> None:
+        with transaction.atomic():
+            services.message_edit(room=lobby, user=alice, message_id=message.pk, body="edited")
+            services.message_delete(room=lobby, user=alice, message_id=message.pk)
+            services.member_ban(membership=Membership.objects.get(room=lobby, user=bob))
+            raise Boom
+
+    async with GroupListener("room.lobby") as room, GroupListener(broadcast.user_group(bob.pk)) as bobs:
+        with pytest.raises(Boom):
+            await sync_to_async(edit_delete_ban_then_fail)()
+        stored = await sync_to_async(Message.objects.get)(pk=message.pk)
+        assert stored.body == "original" and not stored.is_deleted and stored.edited_at is None
+        assert not (await sync_to_async(Membership.objects.get)(room=lobby, user=bob)).banned
+        # Markers, committed: each group's first event must be its marker.
+        await sync_to_async(services.message_post)(room=lobby, author=alice, body="marker")
+        await broadcast.auser_send(bob.pk, {"type": "marker"})
+        assert (await room.next())["event"]["body"] == "marker"
+        assert (await bobs.next())["event"] == {"type": "marker"}
+
+
+# --- refusals ----------------------------------------------------------------------
+
+
+def test_refused_posts_store_nothing_and_consume_no_seq(lobby, make_user):
+    """Non-members, banned and muted members are refused with their codes; seq stays untouched."""
+    outsider, banned, muted = make_user("outsider"), make_user("banned"), make_user("muted")
+    Membership.objects.create(room=lobby, user=banned, banned=True)
+    Membership.objects.create(room=lobby, user=muted, muted_until=timezone.now() + timedelta(minutes=5))
+    for user, code in ((outsider, "forbidden"), (banned, "banned"), (muted, "muted")):
+        with pytest.raises(services.ServiceError) as info:
+            services.message_post(room=lobby, author=user, body="hi")
+        assert info.value.code == code
+    assert Message.objects.count() == 0
+    lobby.refresh_from_db()
+    assert lobby.last_seq == 0
+
+
+def test_room_enter_rules(lobby, make_user):
+    """Public rooms make a membership on first entry; private rooms need one; bans and unknown rooms refuse."""
+    alice, bob = make_user("alice"), make_user("bob")
+    services.room_create(slug="secret", title="Secret", is_public=False, created_by=bob)
+    room, membership = services.room_enter(slug="lobby", user=alice)
+    assert room == lobby and membership.role == Membership.Role.MEMBER
+    assert services.room_enter(slug="lobby", user=alice)[1].pk == membership.pk  # no second membership
+    for slug, code in (("secret", "forbidden"), ("nowhere", "room_not_found")):
+        with pytest.raises(services.ServiceError) as info:
+            services.room_enter(slug=slug, user=alice)
+        assert info.value.code == code
+    assert not Membership.objects.filter(user=alice, room__slug="secret").exists()
+    assert services.room_enter(slug="secret", user=bob)[1].is_moderator  # the creator moderates
+    services.member_ban(membership=membership)
+    with pytest.raises(services.ServiceError) as info:
+        services.room_enter(slug="lobby", user=alice)
+    assert info.value.code == "banned"
+    services.member_unban(membership=membership)
+    assert services.room_enter(slug="lobby", user=alice)[0] == lobby
+
+
+def test_room_create_validates_the_slug(make_user):
+    """room_create refuses slugs the protocol could never address, and duplicates."""
+    alice = make_user("alice")
+    for slug in ("../etc", "Lobby", "", "a" * 65, "lobby\n", "١٢٣"):
+        with pytest.raises(ValidationError):
+            services.room_create(slug=slug, title="x", created_by=alice)
+    services.room_create(slug="ok-1", title="ok")
+    with pytest.raises(ValidationError):
+        services.room_create(slug="ok-1", title="again")
+    assert list(Room.objects.values_list("slug", flat=True)) == ["ok-1"]
+    assert Membership.objects.count() == 0
+
+
+def test_edit_and_delete_rights(alice, bob, lobby):
+    """Only the author edits; the author or a moderator deletes; a deleted message is gone for both."""
+    message, _ = services.message_post(room=lobby, author=alice, body="mine")
+    with pytest.raises(services.ServiceError) as info:
+        services.message_edit(room=lobby, user=bob, message_id=message.pk, body="theirs")
+    assert info.value.code == "forbidden"
+    with pytest.raises(services.ServiceError) as info:
+        services.message_delete(room=lobby, user=bob, message_id=message.pk)
+    assert info.value.code == "forbidden"
+    Membership.objects.filter(room=lobby, user=bob).update(role=Membership.Role.MODERATOR)
+    services.message_delete(room=lobby, user=bob, message_id=message.pk)
+    for call in (
+        lambda: services.message_edit(room=lobby, user=alice, message_id=message.pk, body="again"),
+        lambda: services.message_delete(room=lobby, user=alice, message_id=message.pk),
+    ):
+        with pytest.raises(services.ServiceError) as info:
+            call()
+        assert info.value.code == "message_not_found"
+    assert Message.objects.get(pk=message.pk).body == "mine"
+
+
+async def test_committed_edit_and_delete_are_broadcast_after_commit(alice, lobby):
+    """message.updated and message.deleted reach the room's group, in order, once committed."""
+    message, _ = await sync_to_async(services.message_post)(room=lobby, author=alice, body="draft")
+    async with GroupListener("room.lobby") as room:
+        await sync_to_async(services.message_edit)(room=lobby, user=alice, message_id=message.pk, body="final")
+        await sync_to_async(services.message_delete)(room=lobby, user=alice, message_id=message.pk)
+        updated = (await room.next())["event"]
+        deleted = (await room.next())["event"]
+    assert updated["type"] == "message.updated" and updated["body"] == "final" and updated["seq"] == 1
+    assert deleted == {"type": "message.deleted", "room": "lobby", "seq": 1, "id": message.pk}
+
+
+async def test_ban_sends_room_remove_to_the_user_after_commit(alice, bob, lobby):
+    """member_ban tells every socket of the user to leave the room (a control, not an event)."""
+    membership = await sync_to_async(Membership.objects.get)(room=lobby, user=bob)
+    async with GroupListener(broadcast.user_group(bob.pk)) as bobs:
+        await sync_to_async(services.member_ban)(membership=membership)
+        control = await bobs.next()
+    assert control["type"] == broadcast.CONTROL
+    assert (control["action"], control["room"], control["reason"]) == ("room_remove", "lobby", "banned")
