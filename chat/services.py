@@ -348,10 +348,28 @@ def mentions_notify(*, message_id: int) -> list[str]:
     return sorted(notified)
 
 
+_banned_words_cache: tuple[float, bool] = (0.0, False)
+
+
+def _moderation_active() -> bool:
+    global _banned_words_cache
+    checked_at, active = _banned_words_cache
+    # The list is read at most every MODERATION_CACHE_SECONDS per process (an admin's change
+    # to an empty list applies within that time).
+    if time.monotonic() - checked_at >= settings.REALTIME["MODERATION_CACHE_SECONDS"]:
+        active = BannedWord.objects.exists()
+        _banned_words_cache = (time.monotonic(), active)
+    return active
+
+
 def message_postprocess_queue(*, message: Message) -> None:
-    """After commit, queue moderation and (when the body mentions someone) notifications."""
+    """After commit, queue moderation (when a filter exists) and notifications (when someone is mentioned).
+
+    Most messages need neither, and skipping the broker keeps the write path short.
+    """
     from chat import tasks
 
-    _enqueue_on_commit(tasks.message_moderate, message.pk)
+    if _moderation_active():
+        _enqueue_on_commit(tasks.message_moderate, message.pk)
     if "@" in message.body:
         _enqueue_on_commit(tasks.mentions_notify, message.pk)

@@ -99,6 +99,7 @@ def app_env(redis_service: services.Service, test_db_path: str) -> dict[str, str
         DJANGO_DEBUG="1",
         # Short cycles so tests of expiry and re-checks run in seconds.
         PRESENCE_TTL="6",
+        MODERATION_CACHE_SECONDS="0",
         WS_SESSION_RECHECK_SECONDS="2",
     )
 

@@ -72,8 +72,8 @@ async def test_message_reaches_everyone_in_the_room_with_seq(alice, bob, lobby):
     got_b = await recv(b, type_="message")
     assert got_a == got_b
     assert got_a["seq"] == 1 and got_a["author"] == "alice" and got_a["body"] == "hi bob" and got_a["client_id"] == "c1"
-    await a.disconnect()
-    await b.disconnect()
+    await a.disconnect(timeout=5)
+    await b.disconnect(timeout=5)
 
 
 async def test_repeated_client_id_stores_one_message_and_returns_the_original(alice, lobby):
@@ -89,7 +89,7 @@ async def test_repeated_client_id_stores_one_message_and_returns_the_original(al
     again = await recv(a, type_="message")
     assert again["id"] == first["id"] and again["seq"] == first["seq"]
     assert await sync_to_async(Message.objects.count)() == 1
-    await a.disconnect()
+    await a.disconnect(timeout=5)
 
 
 async def test_join_with_last_seq_returns_exactly_the_missed_messages(alice, bob, lobby):
@@ -106,8 +106,8 @@ async def test_join_with_last_seq_returns_exactly_the_missed_messages(alice, bob
     assert [m["seq"] for m in missed] == [3, 4, 5]
     assert [m["body"] for m in missed] == ["m2", "m3", "m4"]
     assert [e for e in await drain(b) if e["type"] == "message"] == []
-    await a.disconnect()
-    await b.disconnect()
+    await a.disconnect(timeout=5)
+    await b.disconnect(timeout=5)
 
 
 async def test_resume_past_the_cap_resets_to_the_latest_page(alice, lobby, settings):
@@ -124,7 +124,7 @@ async def test_resume_past_the_cap_resets_to_the_latest_page(alice, lobby, setti
     assert joined["reset"] is True
     page = [await recv(a, type_="message") for _ in range(2)]
     assert [m["seq"] for m in page] == [5, 6]
-    await a.disconnect()
+    await a.disconnect(timeout=5)
 
 
 async def test_presence_lists_users_once_and_announces_departures(alice, bob, lobby):
@@ -135,12 +135,12 @@ async def test_presence_lists_users_once_and_announces_departures(alice, bob, lo
     assert (await recv(b, type_="presence"))["joined"] == ["alice"]
     joined = await join(a2)
     assert joined["presence"] == ["alice", "bob"]
-    await a1.disconnect()
+    await a1.disconnect(timeout=5)
     assert [e for e in await drain(b) if e["type"] == "presence"] == []  # alice still has a tab open
-    await a2.disconnect()
+    await a2.disconnect(timeout=5)
     left = await recv(b, type_="presence")
     assert left["left"] == ["alice"]
-    await b.disconnect()
+    await b.disconnect(timeout=5)
 
 
 async def test_typing_goes_to_the_others_only(alice, bob, lobby):
@@ -151,8 +151,8 @@ async def test_typing_goes_to_the_others_only(alice, bob, lobby):
     await a.send_json_to({"type": "typing", "room": "lobby"})
     assert await recv(b, type_="typing") == {"type": "typing", "room": "lobby", "user": "alice"}
     assert [e for e in await drain(a) if e["type"] == "typing"] == []
-    await a.disconnect()
-    await b.disconnect()
+    await a.disconnect(timeout=5)
+    await b.disconnect(timeout=5)
 
 
 async def test_ping_is_answered_with_pong(alice):
@@ -160,7 +160,7 @@ async def test_ping_is_answered_with_pong(alice):
     a = await connect(alice)
     await a.send_json_to({"type": "ping", "t": 12345.5})
     assert await recv(a) == {"type": "pong", "t": 12345.5}
-    await a.disconnect()
+    await a.disconnect(timeout=5)
 
 
 async def test_edit_and_delete_go_out_live_and_only_for_the_author(alice, bob, lobby):
@@ -181,8 +181,8 @@ async def test_edit_and_delete_go_out_live_and_only_for_the_author(alice, bob, l
     await a.send_json_to({"type": "delete", "room": "lobby", "id": msg["id"]})
     gone = await recv(b, type_="message.deleted")
     assert gone["id"] == msg["id"]
-    await a.disconnect()
-    await b.disconnect()
+    await a.disconnect(timeout=5)
+    await b.disconnect(timeout=5)
 
 
 async def test_msgpack_and_json_clients_see_the_same_messages(alice, bob, lobby):
@@ -206,8 +206,8 @@ async def test_msgpack_and_json_clients_see_the_same_messages(alice, bob, lobby)
     while (via_pack := msgpack.unpackb(await b.receive_from(timeout=5)))["type"] != "message":
         pass
     assert via_json == via_pack
-    await a.disconnect()
-    await b.disconnect()
+    await a.disconnect(timeout=5)
+    await b.disconnect(timeout=5)
 
 
 async def test_unauthenticated_and_forged_origin_are_refused_before_accept(alice):
@@ -233,8 +233,8 @@ async def test_connection_cap_closes_the_extra_socket_with_4029(alice, settings)
     assert connected
     closed = await a3.receive_output(timeout=5)
     assert closed == {"type": "websocket.close", "code": CloseCode.TOO_MANY_CONNECTIONS}
-    await a1.disconnect()
-    await a2.disconnect()
+    await a1.disconnect(timeout=5)
+    await a2.disconnect(timeout=5)
 
 
 async def test_json_frames_are_compact_and_unicode(alice, lobby):
@@ -246,5 +246,5 @@ async def test_json_frames_are_compact_and_unicode(alice, lobby):
     while json.loads(raw)["type"] != "message":
         raw = await a.receive_from(timeout=5)
     assert "héllo ✓" in raw and ", " not in raw
-    await a.disconnect()
+    await a.disconnect(timeout=5)
     await asyncio.sleep(0)
