@@ -7,6 +7,7 @@ limits, errors, broadcasts and session re-checks.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -14,7 +15,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from chat import events, selectors, services
-from realtime import broadcast, features, presence
+from realtime import broadcast, features, metrics, presence
 from realtime.consumer import ProtocolConsumer
 from realtime.protocol import ErrorCode, ProtocolError
 
@@ -22,6 +23,7 @@ from realtime.protocol import ErrorCode, ProtocolError
 TYPING_INTERVAL = 2.0
 
 db = database_sync_to_async
+logger = logging.getLogger(__name__)
 
 
 class ChatConsumer(ProtocolConsumer):
@@ -63,9 +65,12 @@ class ChatConsumer(ProtocolConsumer):
         )
 
     async def closed(self) -> None:
-        """Leave every room: presence and groups."""
+        """Leave every room: presence and groups (each room on its own, whatever fails)."""
         for slug in list(self.rooms):
-            await self._leave(slug)
+            try:
+                await self._leave(slug)
+            except Exception:
+                logger.warning("leaving %s after disconnect failed; presence expires by itself", slug, exc_info=True)
 
     # --- handlers ----------------------------------------------------------------
 
@@ -144,6 +149,7 @@ class ChatConsumer(ProtocolConsumer):
 
     async def handle_ping(self, p: dict[str, Any]) -> None:
         """Answer the heartbeat."""
+        metrics.ping_rtt_observe(p.get("rtt"))
         await self.send_event({"type": "pong", "t": p.get("t")})
 
     # --- helpers -------------------------------------------------------------------
@@ -162,9 +168,10 @@ class ChatConsumer(ProtocolConsumer):
     async def _leave(self, slug: str) -> None:
         self.rooms.pop(slug, None)
         self._typing_at.pop(slug, None)
-        await self.channel_layer.group_discard(broadcast.room_group(slug), self.channel_name)
+        # Presence first: it stops this process refreshing the entry even if Redis fails below.
         if await presence.presence_leave(room=slug, username=self.username, conn_id=self.conn_id):
             await broadcast.aroom_send(slug, {"type": "presence", "room": slug, "joined": [], "left": [self.username]})
+        await self.channel_layer.group_discard(broadcast.room_group(slug), self.channel_name)
 
     # --- broadcasts ------------------------------------------------------------------
 

@@ -33,6 +33,8 @@ from asgiref.sync import SyncToAsync, async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
+from realtime import metrics
+
 logger = logging.getLogger(__name__)
 
 EVENT = "realtime.event"
@@ -59,7 +61,11 @@ def user_group(user_id: int) -> str:
 async def apublish(group: str, message: dict[str, Any]) -> None:
     """Send a raw layer message to a group (prefer the typed helpers below)."""
     layer = get_channel_layer()
-    await layer.group_send(group, message)
+    try:
+        await layer.group_send(group, message)
+    except Exception:
+        metrics.layer_error("publish")
+        raise
 
 
 async def agroup_size(group: str) -> int:
@@ -71,17 +77,18 @@ async def agroup_size(group: str) -> int:
 
 async def aroom_send(slug: str, event: dict[str, Any], *, exclude: str | None = None) -> None:
     """Send a protocol event to everyone in a room (``exclude``: a channel name to skip)."""
-    await apublish(room_group(slug), {"type": EVENT, "event": event, "exclude": exclude, "room": slug})
+    message = {"type": EVENT, "event": event, "exclude": exclude, "room": slug, "ts": time.time()}
+    await apublish(room_group(slug), message)
 
 
 async def auser_send(user_id: int, event: dict[str, Any]) -> None:
     """Send a protocol event to every socket of a user, whatever room they have open."""
-    await apublish(user_group(user_id), {"type": EVENT, "event": event})
+    await apublish(user_group(user_id), {"type": EVENT, "event": event, "ts": time.time()})
 
 
 async def aeveryone_send(event: dict[str, Any]) -> None:
     """Send a protocol event to every open socket."""
-    await apublish(EVERYONE, {"type": EVENT, "event": event})
+    await apublish(EVERYONE, {"type": EVENT, "event": event, "ts": time.time()})
 
 
 async def auser_control(user_id: int, action: str, **params: Any) -> None:

@@ -31,7 +31,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from redis.exceptions import RedisError
 
-from realtime import broadcast, features, presence
+from realtime import broadcast, features, metrics, presence
 from realtime.auth import session_key_digest, socket_session_check
 from realtime.protocol import (
     CloseCode,
@@ -89,6 +89,7 @@ class ProtocolConsumer(AsyncWebsocketConsumer):
             await self.websocket_disconnect(message)
         else:
             logger.warning("dropped a layer message of unknown type %r", kind)
+            metrics.layer_dropped("unknown_type")
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
         """Accept an authenticated socket (the handshake middleware already checked it)."""
@@ -105,9 +106,11 @@ class ProtocolConsumer(AsyncWebsocketConsumer):
                 await self.channel_layer.group_add(broadcast.EVERYONE, self.channel_name)
         except (RedisError, OSError):
             logger.warning("refusing a socket: Redis unavailable", exc_info=True)
+            metrics.layer_error("connect")
             await self.close()  # before accept: HTTP 403; the client retries with backoff
             return
         await self.accept(subprotocol)
+        metrics.connection_opened(self)
         if not allowed:
             await self.close(CloseCode.TOO_MANY_CONNECTIONS)
             return
@@ -116,17 +119,25 @@ class ProtocolConsumer(AsyncWebsocketConsumer):
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         """Clean up every trace of the socket, whatever state it was in."""
+        metrics.connection_closed(self)
         if self._recheck_task is not None:
             self._recheck_task.cancel()
         if self.conn_id and self.user is not None and self.user.is_authenticated:
-            try:
-                await self.closed()
-                await self.channel_layer.group_discard(broadcast.user_group(self.user.pk), self.channel_name)
-                await self.channel_layer.group_discard(broadcast.EVERYONE, self.channel_name)
-                await presence.connection_close(user_id=self.user.pk, conn_id=self.conn_id)
-            except Exception:
-                # Whatever is left expires by itself (presence TTL, group expiry).
-                logger.warning("cleanup after disconnect failed", exc_info=True)
+            # Each step on its own: one failing (Redis down) must not skip the others, and
+            # the local presence bookkeeping must always stop refreshing this socket.
+            steps = (
+                self.closed,
+                lambda: presence.connection_close(user_id=self.user.pk, conn_id=self.conn_id),
+                lambda: self.channel_layer.group_discard(broadcast.user_group(self.user.pk), self.channel_name),
+                lambda: self.channel_layer.group_discard(broadcast.EVERYONE, self.channel_name),
+            )
+            for step in steps:
+                try:
+                    await step()
+                except Exception:
+                    # Whatever is left expires by itself (presence TTL, group expiry).
+                    logger.warning("cleanup after disconnect failed", exc_info=True)
+                    metrics.layer_error("disconnect")
         raise StopConsumer()
 
     # --- Hooks for subclasses ------------------------------------------------------
@@ -141,6 +152,7 @@ class ProtocolConsumer(AsyncWebsocketConsumer):
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Decode, validate and dispatch one client frame; report failures as ``error``."""
+        metrics.message_in()
         if self._closing:
             # Closed by the server (rate limit, session end, deactivation): frames still in
             # flight during the close handshake are not served.
@@ -188,6 +200,7 @@ class ProtocolConsumer(AsyncWebsocketConsumer):
         """Encode and send one protocol event to this socket."""
         if self._closing:
             return
+        metrics.message_out()
         await self.send(**self.codec.encode(event))
 
     async def close(self, code: int | None = None, reason: str | None = None) -> None:
@@ -207,6 +220,7 @@ class ProtocolConsumer(AsyncWebsocketConsumer):
             self._seen_ids[event_id] = None
             if len(self._seen_ids) > SEEN_IDS_KEPT:
                 self._seen_ids.pop(next(iter(self._seen_ids)))
+        metrics.fanout_observe(message.get("ts"))
         await self.on_event(event, room=message.get("room"))
 
     async def on_event(self, event: dict[str, Any], *, room: str | None = None) -> None:

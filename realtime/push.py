@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from realtime import broadcast
+from realtime import broadcast, metrics
 
 
 def _with_id(event: dict[str, Any], event_id: str | None) -> dict[str, Any]:
@@ -42,16 +42,19 @@ async def apush_everyone(event: dict[str, Any], *, event_id: str | None = None) 
     return await broadcast.agroup_size(broadcast.EVERYONE)
 
 
+@metrics.push_timed("room")
 def push_room(slug: str, event: dict[str, Any], *, event_id: str | None = None) -> int:
     """Sync :func:`apush_room`."""
     return broadcast.run_sync(lambda: apush_room(slug, event, event_id=event_id))
 
 
+@metrics.push_timed("user")
 def push_user(user_id: int, event: dict[str, Any], *, event_id: str | None = None) -> int:
     """Sync :func:`apush_user`."""
     return broadcast.run_sync(lambda: apush_user(user_id, event, event_id=event_id))
 
 
+@metrics.push_timed("everyone")
 def push_everyone(event: dict[str, Any], *, event_id: str | None = None) -> int:
     """Sync :func:`apush_everyone`."""
     return broadcast.run_sync(lambda: apush_everyone(event, event_id=event_id))

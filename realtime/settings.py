@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import quote
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -43,6 +44,21 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if value is None:
         return default
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_hostports(name: str, default_port: int) -> list[tuple[str, int]]:
+    """A comma-separated list of ``host:port`` (IPv6 in brackets) as ``(host, port)`` pairs."""
+    pairs = []
+    for item in env_list(name, []):
+        if item.startswith("["):
+            host, _, port = item[1:].partition("]")
+            port = port.lstrip(":")
+        elif item.count(":") == 1:
+            host, _, port = item.partition(":")
+        else:
+            host, port = item, ""
+        pairs.append((host, int(port) if port else default_port))
+    return pairs
 
 
 # --- Core -----------------------------------------------------------------------
@@ -184,7 +200,7 @@ if not DEBUG:
     # TLS is terminated by nginx in front of Daphne (deploy/nginx).
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     # The health endpoint is probed over plain HTTP by load balancers.
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 
 # Origins allowed to open a WebSocket, beyond the site's own hosts (ALLOWED_HOSTS,
@@ -196,11 +212,28 @@ WS_ALLOWED_ORIGINS = env_list("WS_ALLOWED_ORIGINS", [])
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 
+# Redis Sentinel ("Redis for scale" in docs/deploy.md): REDIS_SENTINELS=host:port,... with
+# REDIS_SENTINEL_MASTER switch the channel layer and the Celery broker to whichever Redis
+# the sentinels name master, so a failover needs no restart. Unset: REDIS_URL, as before.
+REDIS_SENTINELS = env_hostports("REDIS_SENTINELS", 26379)
+REDIS_SENTINEL_MASTER = env_str("REDIS_SENTINEL_MASTER")
+REDIS_SENTINEL_PASSWORD = env_str("REDIS_SENTINEL_PASSWORD")
+if REDIS_SENTINELS and not REDIS_SENTINEL_MASTER:
+    raise ImproperlyConfigured("REDIS_SENTINELS requires REDIS_SENTINEL_MASTER (see docs/deploy.md).")
+if REDIS_SENTINELS:
+    _sentinel_host: dict = {"sentinels": REDIS_SENTINELS, "master_name": REDIS_SENTINEL_MASTER}
+    if REDIS_SENTINEL_PASSWORD:
+        # The same password for the sentinels and the Redis servers they manage.
+        _sentinel_host.update(password=REDIS_SENTINEL_PASSWORD, sentinel_kwargs={"password": REDIS_SENTINEL_PASSWORD})
+    CHANNEL_LAYER_HOSTS: list = [_sentinel_host]
+else:
+    CHANNEL_LAYER_HOSTS = [REDIS_URL]
+
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
-            "hosts": [REDIS_URL],
+            "hosts": CHANNEL_LAYER_HOSTS,
             "prefix": env_str("CHANNEL_LAYER_PREFIX", "asgi"),
             # Frames to a slow consumer are dropped past this, not buffered forever.
             "capacity": env_int("CHANNEL_LAYER_CAPACITY", 1000),
@@ -213,7 +246,13 @@ CHANNEL_LAYERS = {
 # --- Celery ---------------------------------------------------------------------
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html
 
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
+# With Sentinel: sentinel://h1:26379;sentinel://h2:26379 and the master_name transport option.
+# https://docs.celeryq.dev/en/stable/getting-started/backends-and-brokers/redis.html#configuration
+_broker_auth = f":{quote(REDIS_SENTINEL_PASSWORD, safe='')}@" if REDIS_SENTINEL_PASSWORD else ""
+_sentinel_broker = ";".join(
+    f"sentinel://{_broker_auth}{f'[{h}]' if ':' in h else h}:{p}" for h, p in REDIS_SENTINELS
+)
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", _sentinel_broker or REDIS_URL)
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -231,12 +270,31 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "unacked_restore_interval": env_int("CELERY_RESTORE_INTERVAL", 10),
     "unacked_restore_throttle": env_int("CELERY_RESTORE_THROTTLE", 10),
 }
+if CELERY_BROKER_URL.startswith("sentinel://"):
+    CELERY_BROKER_TRANSPORT_OPTIONS["master_name"] = REDIS_SENTINEL_MASTER
+    if REDIS_SENTINEL_PASSWORD:
+        CELERY_BROKER_TRANSPORT_OPTIONS["sentinel_kwargs"] = {"password": REDIS_SENTINEL_PASSWORD}
+# Queuing a task happens after a chat write commits; with the broker down it must give
+# up quickly (the write is durable; the follow-up is logged as not queued).
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_TASK_TIME_LIMIT = 120
 CELERY_TASK_SOFT_TIME_LIMIT = 100
 # Fixed schedules; admins add their own (e.g. chat.tasks.room_reminder) in the admin.
 CELERY_BEAT_SCHEDULE = {
     "announcements-queue-due": {"task": "chat.tasks.announcements_queue_due", "schedule": 5.0},
 }
+
+# --- Metrics and regional edges (docs/deploy.md) ----------------------------------
+
+# The region this process serves: the ``region`` label of every metric.
+REGION = env_str("REGION", "local")
+# The catalogue of regional edges (realtime/edges.py, deploy/generate.py).
+REGIONS_FILE = env_str("REGIONS_FILE", str(BASE_DIR / "deploy" / "regions.toml"))
+# GET /metrics needs "Authorization: Bearer <METRICS_TOKEN>" or a client address in
+# METRICS_ALLOW_IPS (addresses or networks; empty: the token only).
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+METRICS_ALLOW_IPS = env_list("METRICS_ALLOW_IPS", ["127.0.0.1", "::1"])
 
 # --- Sentry ---------------------------------------------------------------------
 # https://docs.sentry.io/platforms/python/integrations/django/
@@ -271,6 +329,8 @@ REALTIME = {
     "SESSION_RECHECK_SECONDS": env_int("WS_SESSION_RECHECK_SECONDS", 30),
     # Client heartbeat interval, in milliseconds (sent to the page).
     "CLIENT_PING_MS": env_int("WS_CLIENT_PING_MS", 25000),
+    # How long a process trusts "no banned words" before looking again (chat/services.py).
+    "MODERATION_CACHE_SECONDS": float(env_str("MODERATION_CACHE_SECONDS", "5") or 0),
     # Fault injection for tests only: seconds a delivery task waits between pushing and
     # recording the delivery, so a test can kill the worker in between. Always 0 otherwise.
     "FAULT_PAUSE_AFTER_PUSH": float(env_str("FAULT_PAUSE_AFTER_PUSH", "0") or 0),

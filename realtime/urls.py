@@ -9,6 +9,8 @@ urlpatterns = [
     path("echo/", views.echo_page, name="echo"),
     path("healthz", views.healthz, name="healthz"),
     path("api/ws-ticket/", views.ws_ticket, name="ws-ticket"),
+    path("api/edges/", views.edges, name="edges"),
+    path("metrics", views.metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("", include("receipts.urls")),

@@ -1,4 +1,4 @@
-"""HTTP endpoints of the real-time core: the echo page, health, WebSocket tickets."""
+"""HTTP endpoints of the real-time core: the echo page, health, WebSocket tickets, edges, metrics."""
 
 from __future__ import annotations
 
@@ -48,3 +48,30 @@ def ws_ticket(request: HttpRequest) -> JsonResponse:
 
     ticket = ticket_issue(user=request.user, session_key=request.session.session_key)
     return JsonResponse({"ticket": ticket, "expires_in": settings.REALTIME["TICKET_TTL"]})
+
+
+@require_GET
+def edges(request: HttpRequest) -> JsonResponse:
+    """The regional edges (wss and health URLs); ``preferred`` for the CDN's ``CF-IPCountry``."""
+    from django.utils.cache import patch_cache_control, patch_vary_headers
+
+    from realtime.edges import country_header_read, edges_describe
+
+    response = JsonResponse(edges_describe(country=country_header_read(request.headers.get("CF-IPCountry"))))
+    # Per-country answers must not be shared by caches that ignore Vary (most CDNs do).
+    patch_vary_headers(response, ["CF-IPCountry"])
+    patch_cache_control(response, private=True, max_age=300)
+    return response
+
+
+@never_cache
+@require_GET
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus metrics of this process; 403 without the bearer token or an allowed address."""
+    from realtime.metrics import CONTENT_TYPE, exposition, scrape_allowed
+
+    if not scrape_allowed(
+        authorization=request.headers.get("Authorization", ""), remote_addr=request.META.get("REMOTE_ADDR", "")
+    ):
+        return HttpResponse("forbidden\n", status=403, content_type="text/plain; charset=utf-8")
+    return HttpResponse(exposition(), content_type=CONTENT_TYPE)
