@@ -17,6 +17,7 @@ from django.conf import settings
 from chat import events, selectors, services
 from realtime import broadcast, features, metrics, presence
 from realtime.consumer import ProtocolConsumer
+from realtime.hub import hub
 from realtime.protocol import ErrorCode, ProtocolError
 
 # Typing notices from one socket are forwarded at most this often (seconds).
@@ -45,6 +46,10 @@ class ChatConsumer(ProtocolConsumer):
         # at or below it were already sent and are dropped; messages above it are sent in
         # arrival order (clients place them by seq).
         self.rooms: dict[str, int] = {}
+        # Room -> the highest seq delivered live (for resync after a hub reconnect).
+        self.delivered: dict[str, int] = {}
+        # Room -> broadcast messages held while its join reads the history.
+        self.joining: dict[str, list[dict[str, Any]]] = {}
         self._typing_at: dict[str, float] = {}
 
     @property
@@ -75,39 +80,56 @@ class ChatConsumer(ProtocolConsumer):
     # --- handlers ----------------------------------------------------------------
 
     async def handle_join(self, p: dict[str, Any]) -> None:
-        """Join a room and send what the client missed (see ``selectors.room_resume``)."""
+        """Join a room and send what the client missed (see ``selectors.room_resume``).
+
+        Live messages for the room that arrive while the history is read are held back
+        and replayed after it, minus those the history already carried: the client gets
+        ``joined``, then every message in seq order, then live traffic, with no gap.
+        """
         slug = p["room"]
         room, _membership = await db(services.room_enter)(slug=slug, user=self.user)
-        # Join the group before reading history: a message committed meanwhile is then
-        # either in the history or arrives live (or both; the duplicate is dropped).
-        await self.channel_layer.group_add(broadcast.room_group(slug), self.channel_name)
-        cfg = settings.REALTIME
-        resume = await db(selectors.room_resume)(
-            room=room, last_seq=p.get("last_seq"), page=cfg["HISTORY_PAGE"], cap=cfg["RESUME_CAP"]
-        )
-        history = await db(lambda: [events.message_event(m) for m in resume.messages])()
         rejoin = slug in self.rooms
-        became_present = await presence.presence_join(room=slug, username=self.username, conn_id=self.conn_id)
-        names = await presence.presence_list(room=slug)
-        self.rooms[slug] = resume.latest_seq
-        await self.send_event(
-            {
-                "type": "joined",
-                "room": slug,
-                "title": room.title,
-                "seq": resume.latest_seq,
-                "presence": names,
-                "reset": resume.reset,
-            }
-        )
-        for event in history:
-            await self.send_event(event)
-        for event in await features.joined(self, slug, history):
-            await self.send_event(event)
+        self.joining[slug] = []
+        try:
+            # Subscribe before reading history: a message committed meanwhile is then
+            # either in the history or arrives live (or both; the duplicate is dropped).
+            await hub().subscribe(broadcast.room_group(slug), self)
+            cfg = settings.REALTIME
+            resume = await db(selectors.room_resume)(
+                room=room, last_seq=p.get("last_seq"), page=cfg["HISTORY_PAGE"], cap=cfg["RESUME_CAP"]
+            )
+            history = await db(lambda: [events.message_event(m) for m in resume.messages])()
+            became_present = await presence.presence_join(room=slug, username=self.username, conn_id=self.conn_id)
+            names = await presence.presence_list(room=slug)
+            self.rooms[slug] = resume.latest_seq
+            self.delivered[slug] = max(self.delivered.get(slug, 0), resume.latest_seq)
+            await self.send_event(
+                {
+                    "type": "joined",
+                    "room": slug,
+                    "title": room.title,
+                    "seq": resume.latest_seq,
+                    "presence": names,
+                    "reset": resume.reset,
+                }
+            )
+            for event in history:
+                await self.send_event(event)
+            for event in await features.joined(self, slug, history):
+                await self.send_event(event)
+        except BaseException:
+            if not rejoin:
+                self.rooms.pop(slug, None)
+                await hub().unsubscribe(broadcast.room_group(slug), self)
+            raise
+        finally:
+            held = self.joining.pop(slug, [])
+        for message in held:
+            await self.hub_deliver(message, {})
         if became_present and not rejoin:
             await broadcast.aroom_send(
                 slug, {"type": "presence", "room": slug, "joined": [self.username], "left": []},
-                exclude=self.channel_name,
+                exclude=self.conn_id,
             )
 
     async def handle_leave(self, p: dict[str, Any]) -> None:
@@ -144,7 +166,7 @@ class ChatConsumer(ProtocolConsumer):
             return
         self._typing_at[slug] = now
         await broadcast.aroom_send(
-            slug, {"type": "typing", "room": slug, "user": self.username}, exclude=self.channel_name
+            slug, {"type": "typing", "room": slug, "user": self.username}, exclude=self.conn_id
         )
 
     async def handle_ping(self, p: dict[str, Any]) -> None:
@@ -167,26 +189,61 @@ class ChatConsumer(ProtocolConsumer):
 
     async def _leave(self, slug: str) -> None:
         self.rooms.pop(slug, None)
+        self.delivered.pop(slug, None)
         self._typing_at.pop(slug, None)
         # Presence first: it stops this process refreshing the entry even if Redis fails below.
         if await presence.presence_leave(room=slug, username=self.username, conn_id=self.conn_id):
             await broadcast.aroom_send(slug, {"type": "presence", "room": slug, "joined": [], "left": [self.username]})
-        await self.channel_layer.group_discard(broadcast.room_group(slug), self.channel_name)
+        await hub().unsubscribe(broadcast.room_group(slug), self)
 
     # --- broadcasts ------------------------------------------------------------------
 
-    async def on_event(self, event: dict[str, Any], *, room: str | None = None) -> None:
-        """Forward a room's traffic only while joined, without repeating history.
+    def accepts(self, message: dict[str, Any]) -> bool:
+        """Deliver a room's traffic only while joined, without repeating history.
 
-        A leave races with events already queued for this socket; those are dropped
-        here. Events to the user or to everyone (mentions, announcements) always pass.
+        During a join the room's messages are held (``joining``) and replayed after the
+        history. A leave races with messages already published to the room; those are
+        dropped here. Events to the user or to everyone (mentions, announcements) pass.
         """
-        if room is not None:
-            if room not in self.rooms:
-                return
-            if event.get("type") == "message" and event.get("seq", 0) <= self.rooms[room]:
-                return
-        await self.send_event(event)
+        room = message.get("room")
+        if room is None:
+            return True
+        held = self.joining.get(room)
+        if held is not None:
+            held.append(message)
+            return False
+        floor = self.rooms.get(room)
+        if floor is None:
+            return False
+        event = message["event"]
+        if event.get("type") == "message":
+            seq = event.get("seq", 0)
+            if seq <= floor:
+                return False
+            if seq > self.delivered.get(room, 0):
+                self.delivered[room] = seq
+        return True
+
+    async def resync(self) -> None:
+        """After the hub lost Redis: send each joined room's messages after the last one delivered."""
+        cfg = settings.REALTIME
+        for slug in list(self.rooms):
+            room = await db(selectors.room_by_slug)(slug=slug)
+            if room is None:
+                continue
+            after = self.delivered.get(slug, self.rooms[slug])
+            resume = await db(selectors.room_resume)(room=room, last_seq=after, page=cfg["HISTORY_PAGE"],
+                                                     cap=cfg["RESUME_CAP"])
+            missed = await db(lambda: [events.message_event(m) for m in resume.messages])()
+            if resume.reset:
+                # Too far behind to replay here: the client re-joins and resets itself.
+                await self.send_event({"type": "joined", "room": slug, "title": room.title, "seq": resume.latest_seq,
+                                       "presence": await presence.presence_list(room=slug), "reset": True})
+            for event in missed:
+                if slug in self.rooms:
+                    await self.send_event(event)
+            if slug in self.rooms:
+                self.delivered[slug] = max(self.delivered.get(slug, 0), resume.latest_seq)
 
     async def on_control(self, message: dict[str, Any]) -> None:
         """``room_remove``: a kick or a ban takes this socket out of the room now."""

@@ -2,8 +2,9 @@
 
 Everything that reaches a socket from outside its own consumer (chat messages, presence,
 admin actions, Celery pushes) goes through this module, so the transport under it can
-change without touching features. Today the transport is the Channels layer
-(``RedisChannelLayer``): one group per room, one per user, one for everyone.
+change without touching features. The transport is ``realtime.hub``: one Redis pub/sub
+topic per group (a room, a user, everyone), subscribed once per process, each message
+delivered to the process's local sockets with its frame encoded once per encoding.
 
 Two kinds of messages travel on it:
 
@@ -27,13 +28,14 @@ import os
 import threading
 import time
 from concurrent.futures import Future
-from typing import Any, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from asgiref.sync import SyncToAsync, async_to_sync
-from channels.layers import get_channel_layer
 from django.db import transaction
 
-from realtime import metrics
+from realtime import metrics, presence
+from realtime.hub import hub
 
 logger = logging.getLogger(__name__)
 
@@ -59,20 +61,39 @@ def user_group(user_id: int) -> str:
 
 
 async def apublish(group: str, message: dict[str, Any]) -> None:
-    """Send a raw layer message to a group (prefer the typed helpers below)."""
-    layer = get_channel_layer()
+    """Send a raw message to a group's subscribers on every process (prefer the typed helpers below)."""
     try:
-        await layer.group_send(group, message)
+        await hub().publish(group, message)
     except Exception:
         metrics.layer_error("publish")
         raise
 
 
 async def agroup_size(group: str) -> int:
-    """How many sockets are in a group right now (across every process)."""
-    layer = get_channel_layer()
-    connection = layer.connection(layer.consistent_hash(group))
-    return await connection.zcount(layer._group_key(group), int(time.time()) - layer.group_expiry, "+inf")
+    """How many sockets are in a group right now, across every process (from presence)."""
+    return await presence.sockets_in(group)
+
+
+@asynccontextmanager
+async def alisten(group: str) -> AsyncIterator[asyncio.Queue]:
+    """Receive a group's messages on a queue while the block runs (tools and tests)."""
+    listener = _QueueListener()
+    await hub().subscribe(group, listener)
+    try:
+        yield listener.queue
+    finally:
+        await hub().unsubscribe(group, listener)
+
+
+class _QueueListener:
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue = asyncio.Queue()
+
+    async def hub_deliver(self, message: dict[str, Any], frames: dict[Any, Any]) -> None:
+        self.queue.put_nowait(message)
+
+    def hub_resync(self) -> None:
+        pass
 
 
 async def aroom_send(slug: str, event: dict[str, Any], *, exclude: str | None = None) -> None:

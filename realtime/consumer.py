@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import weakref
 from typing import Any
 
 import sentry_sdk
@@ -32,6 +33,7 @@ from django.db import DatabaseError
 from redis.exceptions import RedisError
 
 from realtime import broadcast, features, metrics, presence
+from realtime.hub import hub
 from realtime.auth import session_key_digest, socket_session_check
 from realtime.protocol import (
     CloseCode,
@@ -60,12 +62,16 @@ class ProtocolConsumer(AsyncWebsocketConsumer):
     #: Client message type -> name of the coroutine method that handles it.
     handlers: dict[str, str] = {}
 
+    #: No channel-layer queue per socket: broadcasts arrive through the process's hub
+    #: (realtime.hub), which saves a Redis channel, a receive task and its buffers per socket.
+    channel_layer_alias = "__no_channel_layer__"
+
     codec = JsonCodec
     conn_id = ""
     user: Any = None
-    _recheck_task: asyncio.Task | None = None
     _strikes = 0
     _closing = False
+    _topics: tuple[str, ...] = ()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -75,14 +81,10 @@ class ProtocolConsumer(AsyncWebsocketConsumer):
     # --- ASGI plumbing -----------------------------------------------------------
 
     async def dispatch(self, message: dict[str, Any]) -> None:
-        """Route ASGI and broadcast messages; anything else is logged and dropped."""
+        """Route ASGI messages by an explicit list; anything else is logged and dropped."""
         kind = message.get("type")
         if kind == "websocket.receive":
             await self.websocket_receive(message)
-        elif kind == broadcast.EVENT:
-            await self.realtime_event(message)
-        elif kind == broadcast.CONTROL:
-            await self.realtime_control(message)
         elif kind == "websocket.connect":
             await self.websocket_connect(message)
         elif kind == "websocket.disconnect":
@@ -102,8 +104,9 @@ class ProtocolConsumer(AsyncWebsocketConsumer):
         try:
             allowed = await presence.connection_open(user_id=self.user.pk, conn_id=self.conn_id)
             if allowed:
-                await self.channel_layer.group_add(broadcast.user_group(self.user.pk), self.channel_name)
-                await self.channel_layer.group_add(broadcast.EVERYONE, self.channel_name)
+                self._topics = (broadcast.user_group(self.user.pk), broadcast.EVERYONE)
+                for topic in self._topics:
+                    await hub().subscribe(topic, self)
         except (RedisError, OSError):
             logger.warning("refusing a socket: Redis unavailable", exc_info=True)
             metrics.layer_error("connect")
@@ -114,28 +117,26 @@ class ProtocolConsumer(AsyncWebsocketConsumer):
         if not allowed:
             await self.close(CloseCode.TOO_MANY_CONNECTIONS)
             return
-        self._recheck_task = asyncio.get_running_loop().create_task(self._recheck_forever())
+        _rechecker().add(self)
         await self.opened()
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         """Clean up every trace of the socket, whatever state it was in."""
         metrics.connection_closed(self)
-        if self._recheck_task is not None:
-            self._recheck_task.cancel()
+        self._closing = True  # nothing more is sent or served on this socket
         if self.conn_id and self.user is not None and self.user.is_authenticated:
             # Each step on its own: one failing (Redis down) must not skip the others, and
             # the local presence bookkeeping must always stop refreshing this socket.
             steps = (
                 self.closed,
                 lambda: presence.connection_close(user_id=self.user.pk, conn_id=self.conn_id),
-                lambda: self.channel_layer.group_discard(broadcast.user_group(self.user.pk), self.channel_name),
-                lambda: self.channel_layer.group_discard(broadcast.EVERYONE, self.channel_name),
+                *[(lambda topic=topic: hub().unsubscribe(topic, self)) for topic in self._topics],
             )
             for step in steps:
                 try:
                     await step()
                 except Exception:
-                    # Whatever is left expires by itself (presence TTL, group expiry).
+                    # Whatever is left in Redis expires by itself (presence TTL).
                     logger.warning("cleanup after disconnect failed", exc_info=True)
                     metrics.layer_error("disconnect")
         raise StopConsumer()
@@ -208,9 +209,27 @@ class ProtocolConsumer(AsyncWebsocketConsumer):
         self._closing = True
         await super().close(code, reason)
 
-    async def realtime_event(self, message: dict[str, Any]) -> None:
-        """A broadcast event: forward it unless excluded here or already delivered (same event_id)."""
-        if message.get("exclude") and message["exclude"] == self.channel_name:
+    # --- Broadcasts (called by realtime.hub) ---------------------------------------------
+
+    async def hub_deliver(self, message: dict[str, Any], frames: dict[Any, Any]) -> None:
+        """A message published to one of this socket's topics.
+
+        Events are filtered (excluded socket, the subclass's ``accepts``, event ids already
+        delivered) and sent with the frame the hub encoded once for every socket of the
+        same encoding; controls run on their own task so the hub never waits on them.
+        """
+        if self._closing:
+            return
+        kind = message.get("type")
+        if kind == broadcast.CONTROL:
+            asyncio.get_running_loop().create_task(self._control_safely(message))
+            return
+        if kind != broadcast.EVENT:
+            metrics.layer_dropped("unknown_type")
+            return
+        if message.get("exclude") and message["exclude"] == self.conn_id:
+            return
+        if not self.accepts(message):
             return
         event = message["event"]
         event_id = event.get("event_id")
@@ -221,11 +240,35 @@ class ProtocolConsumer(AsyncWebsocketConsumer):
             if len(self._seen_ids) > SEEN_IDS_KEPT:
                 self._seen_ids.pop(next(iter(self._seen_ids)))
         metrics.fanout_observe(message.get("ts"))
-        await self.on_event(event, room=message.get("room"))
+        encoded = frames.get(self.codec)
+        if encoded is None:
+            encoded = frames[self.codec] = self.codec.encode(event)
+        metrics.message_out()
+        await self.send(**encoded)
 
-    async def on_event(self, event: dict[str, Any], *, room: str | None = None) -> None:
-        """Deliver a broadcast event (``room``: the room group it came through); subclasses may filter."""
-        await self.send_event(event)
+    def accepts(self, message: dict[str, Any]) -> bool:
+        """Whether to deliver a broadcast event (``message["room"]``: the room it was sent to)."""
+        return True
+
+    def hub_resync(self) -> None:
+        """The hub lost Redis for a while: catch this socket up (see ``resync``)."""
+        if not self._closing:
+            asyncio.get_running_loop().create_task(self._resync_safely())
+
+    async def resync(self) -> None:
+        """Re-send what may have been missed while the hub was disconnected (subclasses)."""
+
+    async def _resync_safely(self) -> None:
+        try:
+            await self.resync()
+        except Exception:
+            logger.warning("resync failed; the client resumes on its next reconnect", exc_info=True)
+
+    async def _control_safely(self, message: dict[str, Any]) -> None:
+        try:
+            await self.realtime_control(message)
+        except Exception:
+            logger.warning("control %r failed", message.get("action"), exc_info=True)
 
     async def realtime_control(self, message: dict[str, Any]) -> None:
         """A broadcast control addressed to this socket's user."""
@@ -255,11 +298,43 @@ class ProtocolConsumer(AsyncWebsocketConsumer):
         if code is not None and not self._closing:
             await self.close(code)
 
-    async def _recheck_forever(self) -> None:
-        period = settings.REALTIME["SESSION_RECHECK_SECONDS"]
-        while not self._closing:
-            await asyncio.sleep(period)
-            try:
-                await self._recheck()
-            except Exception:
-                logger.warning("session re-check failed; will retry", exc_info=True)
+
+
+class _Rechecker:
+    """One task per process re-checks every open socket's session every SESSION_RECHECK_SECONDS.
+
+    (Account changes act at once through realtime.signals; this catches what no signal
+    announces, such as a session that expired or was deleted elsewhere.)
+    """
+
+    def __init__(self) -> None:
+        self.sockets: weakref.WeakSet[ProtocolConsumer] = weakref.WeakSet()
+        self.task: asyncio.Task | None = None
+
+    def add(self, consumer: ProtocolConsumer) -> None:
+        self.sockets.add(consumer)
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._forever())
+
+    async def _forever(self) -> None:
+        while self.sockets:
+            await asyncio.sleep(settings.REALTIME["SESSION_RECHECK_SECONDS"])
+            for consumer in list(self.sockets):
+                if consumer._closing:
+                    self.sockets.discard(consumer)
+                    continue
+                try:
+                    await consumer._recheck()
+                except Exception:
+                    logger.warning("session re-check failed; will retry", exc_info=True)
+
+
+_recheckers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Rechecker] = weakref.WeakKeyDictionary()
+
+
+def _rechecker() -> _Rechecker:
+    loop = asyncio.get_running_loop()
+    found = _recheckers.get(loop)
+    if found is None:
+        found = _recheckers[loop] = _Rechecker()
+    return found

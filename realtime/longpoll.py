@@ -144,6 +144,9 @@ def _app() -> Any:
 class LongPollConsumer(AsyncHttpConsumer):
     """``/rt/lp/<action>/``: open, poll, send, close."""
 
+    # The virtual socket gets its broadcasts through the hub; a request needs no layer channel.
+    channel_layer_alias = "__no_channel_layer__"
+
     async def _json(self, status: int, payload: Any = None) -> None:
         body = b"" if payload is None else json.dumps(payload, separators=(",", ":")).encode()
         headers = [(b"Cache-Control", b"no-store"), (b"Content-Type", b"application/json")]

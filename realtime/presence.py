@@ -27,6 +27,8 @@ from realtime.redis_pool import redis_async, redis_sync
 logger = logging.getLogger(__name__)
 
 ROOMS_KEY = "presence:rooms"
+# Every open socket on every process ("user_id:conn"), scored by expiry: counts for pushes.
+ALL_CONNS_KEY = "conns:all"
 
 
 def _conns_key(room: str) -> str:
@@ -87,7 +89,8 @@ end
 return gone
 """
 
-# KEYS: user conns. ARGV: now, member, expiry, cap. Returns 1 if the socket may open.
+# KEYS: user conns, all conns. ARGV: now, member, expiry, cap, global member.
+# Returns 1 if the socket may open.
 _CONNECT = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
@@ -95,6 +98,7 @@ if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
 end
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
 redis.call('EXPIRE', KEYS[1], 86400)
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5])
 return 1
 """
 
@@ -159,8 +163,8 @@ async def connection_open(*, user_id: int, conn_id: str) -> bool:
     """Count a new socket against the user's cap; False when the cap is reached."""
     now = time.time()
     ok = await redis_async().eval(
-        _CONNECT, 1, _user_conns_key(user_id), now, conn_id, now + _ttl(),
-        settings.REALTIME["MAX_CONNECTIONS_PER_USER"],
+        _CONNECT, 2, _user_conns_key(user_id), ALL_CONNS_KEY, now, conn_id, now + _ttl(),
+        settings.REALTIME["MAX_CONNECTIONS_PER_USER"], f"{user_id}:{conn_id}",
     )
     if ok:
         _tracker().track_connection(user_id, conn_id)
@@ -170,7 +174,24 @@ async def connection_open(*, user_id: int, conn_id: str) -> bool:
 async def connection_close(*, user_id: int, conn_id: str) -> None:
     """Release a socket's place in the user's cap."""
     _tracker().untrack_connection(user_id, conn_id)
-    await redis_async().zrem(_user_conns_key(user_id), conn_id)
+    async with redis_async().pipeline(transaction=False) as pipe:
+        pipe.zrem(_user_conns_key(user_id), conn_id)
+        pipe.zrem(ALL_CONNS_KEY, f"{user_id}:{conn_id}")
+        await pipe.execute()
+
+
+async def sockets_in(group: str) -> int:
+    """Open sockets in a broadcast group (``room.X``, ``user.N``, ``everyone``), on every process."""
+    r = redis_async()
+    now = time.time()
+    if group.startswith("room."):
+        return await r.zcount(_conns_key(group[5:]), now, "+inf")
+    if group.startswith("user."):
+        return await r.zcount(_user_conns_key(int(group[5:])), now, "+inf")
+    if group == "everyone":
+        await r.zremrangebyscore(ALL_CONNS_KEY, "-inf", now)
+        return await r.zcard(ALL_CONNS_KEY)
+    return 0
 
 
 @dataclass
@@ -229,6 +250,7 @@ class _Tracker:
             for user_id, conns in list(self.connections.items()):
                 for conn in list(conns):
                     pipe.zadd(_user_conns_key(user_id), {conn: expiry})
+                    pipe.zadd(ALL_CONNS_KEY, {f"{user_id}:{conn}": expiry})
             await pipe.execute()
 
     async def _refresh_forever(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 from collections.abc import Iterator
 from http.cookies import SimpleCookie
@@ -73,6 +74,12 @@ def _clean_redis(redis_service: services.Service) -> Iterator[None]:
     import redis
 
     client = redis.Redis(port=redis_service.port)
+    # Sockets of the previous test may still be closing in a live Daphne (a browser context
+    # closes asynchronously); let them leave first, or their presence refresh would write
+    # their entries back after the flush below and leak into this test.
+    deadline = time.monotonic() + 8
+    while client.zcount("conns:all", time.time(), "+inf") and time.monotonic() < deadline:
+        time.sleep(0.1)
     doomed = [k for k in client.scan_iter(count=1000) if not k.startswith(b"_kombu.binding.")]
     for start in range(0, len(doomed), 500):
         client.delete(*doomed[start:start + 500])

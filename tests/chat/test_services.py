@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
-from channels.layers import get_channel_layer
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
@@ -54,23 +53,22 @@ def seqs(room: Room) -> list[int]:
 
 
 class GroupListener:
-    """A channel on the real layer, added to a group, to see exactly what was broadcast."""
+    """A subscriber on the real broadcast transport (realtime.hub), to see exactly what was broadcast."""
 
     def __init__(self, group: str) -> None:
         self.group = group
-        self.layer = get_channel_layer()
-        self.channel = ""
+        self._listen = broadcast.alisten(group)
+        self.queue: asyncio.Queue | None = None
 
     async def __aenter__(self) -> GroupListener:
-        self.channel = await self.layer.new_channel()
-        await self.layer.group_add(self.group, self.channel)
+        self.queue = await self._listen.__aenter__()
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
-        await self.layer.group_discard(self.group, self.channel)
+        await self._listen.__aexit__(*exc)
 
     async def next(self, timeout: float = 5) -> dict[str, Any]:
-        return await asyncio.wait_for(self.layer.receive(self.channel), timeout)
+        return await asyncio.wait_for(self.queue.get(), timeout)
 
 
 # --- seq -------------------------------------------------------------------------

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
 import redis
-from channels.layers import get_channel_layer
 
 from realtime import broadcast, push
 
@@ -37,16 +37,22 @@ def test_sync_pushes_reuse_one_loop_and_one_set_of_connections(redis_service):
     assert results["after"] <= results["before"] + 1, results
 
 
-async def test_push_reaches_a_listening_channel_and_counts_sockets():
-    """A pushed event arrives on the layer for a member of the user's group; the count is the group size."""
-    layer = get_channel_layer()
-    channel = await layer.new_channel()
-    await layer.group_add(broadcast.user_group(7), channel)
-    sent_to = await push.apush_user(7, {"type": "mention", "body": "hi"}, event_id="m-1")
-    message = await layer.receive(channel)
-    assert message == {"type": broadcast.EVENT, "event": {"type": "mention", "body": "hi", "event_id": "m-1"}}
+@pytest.mark.django_db(transaction=True)
+async def test_push_reaches_a_subscriber_and_counts_sockets(make_user):
+    """A pushed event reaches a subscriber of the user's topic; the count is the user's open sockets."""
+    from asgiref.sync import sync_to_async
+
+    from realtime import presence
+
+    alice = await sync_to_async(make_user)("alice")
+    await presence.connection_open(user_id=alice.pk, conn_id="c1")
+    async with broadcast.alisten(broadcast.user_group(alice.pk)) as queue:
+        sent_to = await push.apush_user(alice.pk, {"type": "mention", "body": "hi"}, event_id="m-1")
+        message = await asyncio.wait_for(queue.get(), 5)
+    assert message["type"] == broadcast.EVENT
+    assert message["event"] == {"type": "mention", "body": "hi", "event_id": "m-1"}
     assert sent_to == 1
-    await layer.group_discard(broadcast.user_group(7), channel)
+    await presence.connection_close(user_id=alice.pk, conn_id="c1")
 
 
 def test_sync_push_from_async_code_is_refused():

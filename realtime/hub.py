@@ -1,0 +1,217 @@
+"""The transport under ``realtime.broadcast``: one Redis pub/sub subscription per topic per process.
+
+Stock Channels gives every socket its own channel-layer queue and wakes one consumer
+task per member for every message: ``group_send`` reads the group, writes one copy
+per member into Redis, and every recipient decodes and re-encodes the same JSON.
+Here, as in Centrifugo, each server process subscribes **once** per topic (a room, a
+user, everyone) on a single pub/sub connection, and delivers each published message
+to its local sockets directly, encoding the frame once per encoding.
+
+Ordering: Redis delivers a channel's messages in publish order, and one reader task
+per process hands them to sockets in that order.
+
+Loss: pub/sub does not queue for a subscriber that is away. When the connection to
+Redis breaks, the hub reconnects with backoff, subscribes to every topic again, and
+asks each local socket to *resync*: re-send, per joined room, what was committed
+after the last seq it delivered (chat.consumers). Nothing committed is lost; the
+database stays the source of truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import weakref
+from typing import Any, Protocol
+
+import msgpack
+import redis.asyncio as aioredis
+from django.conf import settings
+from redis.exceptions import RedisError
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "rt:"
+# A publish that Redis does not answer within this many seconds fails (and is reported).
+PUBLISH_TIMEOUT = 5
+
+
+class Subscriber(Protocol):
+    """What the hub needs from a socket (realtime.consumer.ProtocolConsumer)."""
+
+    async def hub_deliver(self, message: dict[str, Any], frames: dict[Any, Any]) -> None: ...
+
+    def hub_resync(self) -> None: ...
+
+
+def pack(message: dict[str, Any]) -> bytes:
+    return msgpack.packb(message, use_bin_type=True)
+
+
+def unpack(data: bytes) -> dict[str, Any]:
+    return msgpack.unpackb(data, raw=False)
+
+
+class Hub:
+    """This process's subscriptions and its one pub/sub reader."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.topics: dict[str, set[Subscriber]] = {}
+        self.publisher = aioredis.Redis.from_url(
+            url, socket_timeout=PUBLISH_TIMEOUT, socket_connect_timeout=PUBLISH_TIMEOUT, health_check_interval=30
+        )
+        self.pubsub: Any = None
+        self.reader: asyncio.Task | None = None
+        self.connected = asyncio.Event()
+        self.reconnects = 0
+
+    # --- subscriptions -------------------------------------------------------------
+
+    async def subscribe(self, topic: str, subscriber: Subscriber) -> None:
+        """Deliver ``topic``'s messages to ``subscriber`` (subscribing this process on first use)."""
+        members = self.topics.get(topic)
+        if members is not None:
+            members.add(subscriber)
+            return
+        self.topics[topic] = {subscriber}
+        self._ensure_reader()
+        if self.connected.is_set():
+            try:
+                await self.pubsub.subscribe(PREFIX + topic)
+            except (RedisError, OSError):
+                # The reader reconnects and subscribes to every topic in self.topics.
+                self._connection_lost()
+        else:
+            # The reader subscribes when it (re)connects; wait a little so that a join
+            # right after connecting does not miss live messages.
+            try:
+                await asyncio.wait_for(asyncio.shield(self.connected.wait()), 5)
+            except asyncio.TimeoutError:
+                pass
+
+    async def unsubscribe(self, topic: str, subscriber: Subscriber) -> None:
+        """Stop delivering ``topic`` to ``subscriber`` (unsubscribing the process after the last)."""
+        members = self.topics.get(topic)
+        if members is None:
+            return
+        members.discard(subscriber)
+        if members:
+            return
+        del self.topics[topic]
+        if self.connected.is_set():
+            try:
+                await self.pubsub.unsubscribe(PREFIX + topic)
+            except (RedisError, OSError):
+                self._connection_lost()
+
+    def local_count(self, topic: str) -> int:
+        """Sockets of this process subscribed to ``topic``."""
+        return len(self.topics.get(topic, ()))
+
+    # --- publishing ---------------------------------------------------------------------
+
+    async def publish(self, topic: str, message: dict[str, Any]) -> int:
+        """Publish to every process; returns how many processes were subscribed."""
+        return await self.publisher.publish(PREFIX + topic, pack(message))
+
+    async def count(self, topic: str) -> int:
+        """How many processes subscribe to ``topic`` (PUBSUB NUMSUB)."""
+        result = await self.publisher.pubsub_numsub(PREFIX + topic)
+        return int(result[0][1]) if result else 0
+
+    # --- the reader ----------------------------------------------------------------------
+
+    def _ensure_reader(self) -> None:
+        if self.reader is None or self.reader.done():
+            self.reader = asyncio.get_running_loop().create_task(self._read_forever(), name="realtime-hub")
+
+    def _connection_lost(self) -> None:
+        self.connected.clear()
+        if self.pubsub is not None:
+            # Wake the reader: it notices the broken connection and reconnects.
+            asyncio.get_running_loop().create_task(self._close_pubsub(self.pubsub))
+
+    @staticmethod
+    async def _close_pubsub(pubsub: Any) -> None:
+        try:
+            await pubsub.aclose()
+        except Exception:
+            pass
+
+    async def _read_forever(self) -> None:
+        attempt = 0
+        first = True
+        while True:
+            client = aioredis.Redis.from_url(self.url, socket_connect_timeout=5, health_check_interval=15)
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            try:
+                # Subscribe to a private topic first, so the connection exists even with no topics.
+                await pubsub.subscribe(PREFIX + "hub-alive")
+                topics = list(self.topics)
+                if topics:
+                    await pubsub.subscribe(*[PREFIX + t for t in topics])
+                self.pubsub = pubsub
+                self.connected.set()
+                if not first:
+                    self.reconnects += 1
+                    logger.warning("hub: reconnected to Redis, %d topics re-subscribed; resyncing sockets", len(topics))
+                    self._resync_all()
+                first = False
+                attempt = 0
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=15.0)
+                    if message is None:
+                        await pubsub.ping()  # a silent dead connection fails here
+                        continue
+                    if message.get("type") != "message":
+                        continue
+                    channel = message["channel"]
+                    topic = (channel.decode() if isinstance(channel, bytes) else channel)[len(PREFIX):]
+                    await self._deliver(topic, unpack(message["data"]))
+            except asyncio.CancelledError:
+                await self._close_pubsub(pubsub)
+                await client.aclose()
+                raise
+            except Exception:
+                self.connected.clear()
+                logger.warning("hub: pub/sub connection lost; reconnecting", exc_info=attempt == 0)
+                await self._close_pubsub(pubsub)
+                try:
+                    await client.aclose()
+                except Exception:
+                    pass
+                await asyncio.sleep(min(10.0, 0.2 * 2**attempt) * random.uniform(0.5, 1.0))
+                attempt += 1
+
+    def _resync_all(self) -> None:
+        everyone = {s for members in self.topics.values() for s in members}
+        for subscriber in everyone:
+            try:
+                subscriber.hub_resync()
+            except Exception:
+                logger.warning("hub: resync of a socket failed", exc_info=True)
+
+    async def _deliver(self, topic: str, message: dict[str, Any]) -> None:
+        members = self.topics.get(topic)
+        if not members:
+            return
+        frames: dict[Any, Any] = {}  # one encoded frame per encoding, shared by every socket
+        for subscriber in list(members):
+            try:
+                await subscriber.hub_deliver(message, frames)
+            except Exception:
+                logger.warning("hub: delivery to a socket failed", exc_info=True)
+
+
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
+
+
+def hub() -> Hub:
+    """The hub of the running event loop (one per server process)."""
+    loop = asyncio.get_running_loop()
+    found = _hubs.get(loop)
+    if found is None:
+        found = _hubs[loop] = Hub(settings.REDIS_URL)
+    return found
