@@ -93,9 +93,12 @@ class Region:
     redis: Redis
     celery: Celery
     kubernetes: Kubernetes
+    # Optional full socket URL overriding wss://<hostname><ws_path> (a port, or ws:// in
+    # local simulations such as deploy/simulate_regions.py).
+    ws_url: str = ""
 
     def wss_url(self, ws_path: str) -> str:
-        return f"wss://{self.hostname}{ws_path}"
+        return self.ws_url or f"wss://{self.hostname}{ws_path}"
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,9 @@ def _region(name: str, table: dict[str, Any]) -> Region:
     health_url = _get(table, "health_url", str, where)
     if not health_url.startswith(("https://", "http://")):
         raise CatalogueError(f"{where}: 'health_url' must be an http(s) URL")
+    ws_url = _get(table, "ws_url", str, where, "")
+    if ws_url and not ws_url.startswith(("wss://", "ws://")):
+        raise CatalogueError(f"{where}: 'ws_url' must be a ws(s) URL")
 
     d = _get(table, "daphne", dict, where)
     daphne = Daphne(
@@ -222,6 +228,7 @@ def _region(name: str, table: dict[str, Any]) -> Region:
         redis=redis,
         celery=celery,
         kubernetes=kubernetes,
+        ws_url=ws_url,
     )
 
 
@@ -307,6 +314,12 @@ def country_header_read(value: str | None) -> str | None:
     return code if re.fullmatch(r"[A-Z][A-Z0-9]", code) else None
 
 
+def _edge_routing() -> bool:
+    from django.conf import settings
+
+    return bool(getattr(settings, "EDGE_ROUTING", True))
+
+
 def edges_describe(*, country: str | None = None) -> dict[str, Any]:
     """What ``GET /api/edges/`` returns: every edge, and the preferred one when the country is known."""
     cat = catalogue()
@@ -322,6 +335,10 @@ def edges_describe(*, country: str | None = None) -> dict[str, Any]:
             for r in cat.regions.values()
         ],
         "default": cat.default_region,
+        # Clients route to the edges only from pages on site_origin, and not at all when
+        # EDGE_ROUTING is off (static/js/edges.js); local development keeps its own host.
+        "site_origin": cat.site_origin,
+        "routing": _edge_routing(),
     }
     if country is not None:
         body["country"] = country

@@ -291,6 +291,9 @@ CELERY_BEAT_SCHEDULE = {
 REGION = env_str("REGION", "local")
 # The catalogue of regional edges (realtime/edges.py, deploy/generate.py).
 REGIONS_FILE = env_str("REGIONS_FILE", str(BASE_DIR / "deploy" / "regions.toml"))
+# Whether pages on the catalogue's site_origin pick the nearest edge for their socket
+# (static/js/edges.js); off: every page connects to its own host.
+EDGE_ROUTING = env_bool("EDGE_ROUTING", True)
 # GET /metrics needs "Authorization: Bearer <METRICS_TOKEN>" or a client address in
 # METRICS_ALLOW_IPS (addresses or networks; empty: the token only).
 METRICS_TOKEN = env_str("METRICS_TOKEN")

@@ -2,6 +2,7 @@
 // All socket work is in realtime-client.js. User text is rendered with textContent only.
 
 import { RealtimeClient } from "./realtime-client.js";
+import { EdgeRouter } from "./edges.js";
 
 const config = JSON.parse(document.getElementById("chat-config").textContent);
 const $ = (id) => document.getElementById(id);
@@ -21,7 +22,10 @@ let baseTitle = document.title;
 
 // ?encoding=json shows readable frames in DevTools; ?transport=longpoll forces the fallback.
 const params = new URLSearchParams(window.location.search);
+const edges = new EdgeRouter(); // the nearest regional edge; the page's own host locally
 const client = new RealtimeClient({
+  urlProvider: () => edges.url(),
+  onGiveUpEdge: () => edges.giveUp(),
   pingMs: config.pingMs,
   encoding: params.get("encoding") || "msgpack",
   transport: params.get("transport") || "auto",

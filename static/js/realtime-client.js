@@ -200,10 +200,18 @@ export class RealtimeClient extends EventTarget {
     stableMs = 10000,
     fallbackAfter = 3,
     upgradeEveryMs = 60000,
+    // Regional edges (static/js/edges.js): urlProvider() is awaited before each WebSocket
+    // connect and returns the URL to use (null: `url`); onGiveUpEdge() is called after
+    // giveUpEdgeAfter connects in a row that never opened, and resolves true if it moved
+    // to another edge. Both optional: without them nothing changes.
+    urlProvider = null,
+    onGiveUpEdge = null,
+    giveUpEdgeAfter = 2,
   } = {}) {
     super();
     Object.assign(this, {
       url, longPollUrl, encoding, pingMs, pongTimeoutMs, baseMs, capMs, stableMs, fallbackAfter, upgradeEveryMs,
+      urlProvider, onGiveUpEdge, giveUpEdgeAfter,
     });
     this.policy = transport;
     this.mode = transport === "longpoll" ? "longpoll" : "websocket";
@@ -297,10 +305,26 @@ export class RealtimeClient extends EventTarget {
       onevent: (event) => serial === this.serial && this._onEvent(event),
       onclose: (code, reason, opened) => serial === this.serial && this._onClose(code, reason, opened),
     };
+    if (this.mode === "websocket" && this.urlProvider) {
+      // The URL (nearest edge, a fresh ticket) is chosen before each connect; a provider
+      // that fails counts as a connect that never opened.
+      this.transport = null;
+      Promise.resolve()
+        .then(() => this.urlProvider())
+        .then(
+          (url) => serial === this.serial && !this._stopped && this._start(handlers, url || this.url),
+          (err) => serial === this.serial && !this._stopped && handlers.onclose(1006, String(err && err.message), false),
+        );
+      return;
+    }
+    this._start(handlers, this.url);
+  }
+
+  _start(handlers, url) {
     try {
       this.transport = this.mode === "longpoll"
         ? new LongPollTransport(this.longPollUrl, {}, handlers)
-        : new WebSocketTransport(this.url, { encoding: this.encoding }, handlers);
+        : new WebSocketTransport(url, { encoding: this.encoding }, handlers);
     } catch (err) {
       this.transport = null;
       this._scheduleReconnect();
@@ -332,15 +356,45 @@ export class RealtimeClient extends EventTarget {
     }
     if (this.mode === "websocket" && !opened) {
       this.wsFailures += 1;
-      if (this.policy === "auto" && this.wsFailures >= this.fallbackAfter) {
-        this.mode = "longpoll"; // WebSockets look blocked here: fall back at once
-        this.attempt = 0;
-        this._emit("fallback", { failures: this.wsFailures });
-        this._open();
+      if (this.onGiveUpEdge && this.wsFailures === this.giveUpEdgeAfter) {
+        this._giveUpEdge();
         return;
       }
+      if (this._fallBack()) return;
     }
     this._scheduleReconnect();
+  }
+
+  _fallBack() {
+    if (this.policy === "auto" && this.wsFailures >= this.fallbackAfter) {
+      this.mode = "longpoll"; // WebSockets look blocked here: fall back at once
+      this.attempt = 0;
+      this._emit("fallback", { failures: this.wsFailures });
+      this._open();
+      return true;
+    }
+    return false;
+  }
+
+  _giveUpEdge() {
+    // Our edge stops answering: the page picks another (edges.js re-probes). Moved: count
+    // afresh there, after a jittered delay (a dead region's clients do not arrive
+    // together). Nowhere else to go: carry on as before (fallback, backoff).
+    const serial = this.serial;
+    Promise.resolve()
+      .then(() => this.onGiveUpEdge({ failures: this.wsFailures }))
+      .catch(() => false)
+      .then((moved) => {
+        if (serial !== this.serial || this._stopped || this.transport) return;
+        if (moved) {
+          this.wsFailures = 0;
+          this.attempt = 0;
+          this._emit("edge", { moved: true });
+          this._scheduleReconnect();
+        } else if (!this._fallBack()) {
+          this._scheduleReconnect();
+        }
+      });
   }
 
   _scheduleReconnect() {
