@@ -26,9 +26,9 @@ import weakref
 from typing import Any, Protocol
 
 import msgpack
-import redis.asyncio as aioredis
-from django.conf import settings
 from redis.exceptions import RedisError
+
+from realtime.redis_pool import new_async_client
 
 logger = logging.getLogger(__name__)
 
@@ -56,11 +56,10 @@ def unpack(data: bytes) -> dict[str, Any]:
 class Hub:
     """This process's subscriptions and its one pub/sub reader."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
+    def __init__(self) -> None:
         self.topics: dict[str, set[Subscriber]] = {}
-        self.publisher = aioredis.Redis.from_url(
-            url, socket_timeout=PUBLISH_TIMEOUT, socket_connect_timeout=PUBLISH_TIMEOUT, health_check_interval=30
+        self.publisher = new_async_client(
+            socket_timeout=PUBLISH_TIMEOUT, socket_connect_timeout=PUBLISH_TIMEOUT, health_check_interval=30
         )
         self.pubsub: Any = None
         self.reader: asyncio.Task | None = None
@@ -144,7 +143,7 @@ class Hub:
         attempt = 0
         first = True
         while True:
-            client = aioredis.Redis.from_url(self.url, socket_connect_timeout=5, health_check_interval=15)
+            client = new_async_client(socket_connect_timeout=5, health_check_interval=15)
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
                 # Subscribe to a private topic first, so the connection exists even with no topics.
@@ -213,5 +212,5 @@ def hub() -> Hub:
     loop = asyncio.get_running_loop()
     found = _hubs.get(loop)
     if found is None:
-        found = _hubs[loop] = Hub(settings.REDIS_URL)
+        found = _hubs[loop] = Hub()
     return found

@@ -1,8 +1,9 @@
-"""Redis clients for presence, rate limits, tickets and connection caps.
+"""Redis clients for the hub, presence, rate limits, tickets and connection caps.
 
 One asyncio client per event loop (Daphne has one; tests may create several) and one
-sync client per process, both from ``settings.REDIS_URL``. The channel layer keeps
-its own connections; these are for our small keys.
+sync client per process. They connect to ``settings.REDIS_URL`` or, when
+``REDIS_SENTINELS`` is set, to whichever server the sentinels name master, so a
+failover needs no restart (docs/deploy.md, "Redis for scale").
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
@@ -24,16 +26,42 @@ _lock = threading.Lock()
 SOCKET_TIMEOUT = 5
 
 
+def _sentinel_options() -> dict[str, Any]:
+    password = getattr(settings, "REDIS_SENTINEL_PASSWORD", "")
+    return {"password": password, "sentinel_kwargs": {"password": password}} if password else {}
+
+
+def new_async_client(**options: Any) -> aioredis.Redis:
+    """A new asyncio client for the configured Redis (URL or Sentinel master)."""
+    sentinels = getattr(settings, "REDIS_SENTINELS", None)
+    if sentinels:
+        from redis.asyncio.sentinel import Sentinel
+
+        extra = _sentinel_options()
+        sentinel = Sentinel(sentinels, sentinel_kwargs=extra.pop("sentinel_kwargs", None), **extra, **options)
+        return sentinel.master_for(settings.REDIS_SENTINEL_MASTER)
+    return aioredis.Redis.from_url(settings.REDIS_URL, **options)
+
+
+def new_sync_client(**options: Any) -> redis.Redis:
+    """A new synchronous client for the configured Redis (URL or Sentinel master)."""
+    sentinels = getattr(settings, "REDIS_SENTINELS", None)
+    if sentinels:
+        from redis.sentinel import Sentinel
+
+        extra = _sentinel_options()
+        sentinel = Sentinel(sentinels, sentinel_kwargs=extra.pop("sentinel_kwargs", None), **extra, **options)
+        return sentinel.master_for(settings.REDIS_SENTINEL_MASTER)
+    return redis.Redis.from_url(settings.REDIS_URL, **options)
+
+
 def redis_async() -> aioredis.Redis:
     """The asyncio Redis client of the running event loop."""
     loop = asyncio.get_running_loop()
     client = _async_clients.get(loop)
     if client is None:
-        client = aioredis.Redis.from_url(
-            settings.REDIS_URL,
-            socket_timeout=SOCKET_TIMEOUT,
-            socket_connect_timeout=SOCKET_TIMEOUT,
-            health_check_interval=30,
+        client = new_async_client(
+            socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT, health_check_interval=30
         )
         _async_clients[loop] = client
     return client
@@ -44,10 +72,7 @@ def redis_sync() -> redis.Redis:
     global _sync_client
     with _lock:
         if _sync_client is None:
-            _sync_client = redis.Redis.from_url(
-                settings.REDIS_URL,
-                socket_timeout=SOCKET_TIMEOUT,
-                socket_connect_timeout=SOCKET_TIMEOUT,
-                health_check_interval=30,
+            _sync_client = new_sync_client(
+                socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT, health_check_interval=30
             )
         return _sync_client

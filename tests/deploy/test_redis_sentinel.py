@@ -88,19 +88,20 @@ def test_explicit_broker_url_wins_and_a_master_name_is_required():
 
 ROUND_TRIP = """
 import asyncio, json
-from channels.layers import get_channel_layer
+from realtime import broadcast, presence
 from realtime.celery import app
+from realtime.redis_pool import redis_sync
 
-async def layer_round_trip():
-    layer = get_channel_layer()
-    channel = await layer.new_channel()
-    await layer.group_add("sentinel-check", channel)
-    await layer.group_send("sentinel-check", {"type": "sentinel.check", "n": 1})
-    message = await asyncio.wait_for(layer.receive(channel), 5)
-    await layer.group_discard("sentinel-check", channel)
-    return message
+async def hub_round_trip():
+    async with broadcast.alisten("sentinel-check") as queue:
+        await broadcast.apublish("sentinel-check", {"type": "sentinel.check", "n": 1})
+        message = await asyncio.wait_for(queue.get(), 5)
+    await presence.connection_open(user_id=1, conn_id="sentinel")
+    count = await presence.sockets_in("user.1")
+    return message, count
 
-message = asyncio.run(layer_round_trip())
+message, count = asyncio.run(hub_round_trip())
+redis_sync().set("sentinel-sync", "ok")
 with app.connection_for_write() as conn:
     conn.ensure_connection(max_retries=3)
     queue = conn.SimpleQueue("sentinel-check")
@@ -109,7 +110,8 @@ with app.connection_for_write() as conn:
     got.ack()
     queue.close()
     transport = type(conn.transport).__module__ + "." + type(conn.transport).__name__
-print(json.dumps({"layer": message, "broker": got.payload, "transport": transport}))
+print(json.dumps({"layer": message, "sockets": count, "sync": redis_sync().get("sentinel-sync").decode(),
+                  "broker": got.payload, "transport": transport}))
 """
 
 
@@ -132,8 +134,8 @@ def sentinel(redis_service, tmp_path):
 
 
 @pytest.mark.live
-def test_layer_and_broker_find_the_master_through_a_real_sentinel(sentinel):
-    """With only the sentinel's address and the master's name, a group message and a broker message go through."""
+def test_hub_presence_and_broker_find_the_master_through_a_real_sentinel(sentinel):
+    """With only the sentinel's address and the master's name: a broadcast, presence keys and a broker message."""
     result = shell(
         ROUND_TRIP,
         REDIS_URL="redis://127.0.0.1:1/0",  # nothing listens there: only the sentinel can lead to the master
@@ -143,5 +145,6 @@ def test_layer_and_broker_find_the_master_through_a_real_sentinel(sentinel):
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["layer"] == {"type": "sentinel.check", "n": 1}
+    assert out["sockets"] == 1 and out["sync"] == "ok"
     assert out["broker"] == {"n": 2}
     assert out["transport"] == "kombu.transport.redis.SentinelTransport"
