@@ -32,7 +32,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from redis.exceptions import RedisError
 
-from realtime import broadcast, features, metrics, presence
+from realtime import broadcast, drain, features, metrics, presence
 from realtime.hub import hub
 from realtime.auth import session_key_digest, socket_session_check
 from realtime.protocol import (
@@ -118,6 +118,7 @@ class ProtocolConsumer(AsyncWebsocketConsumer):
             await self.close(CloseCode.TOO_MANY_CONNECTIONS)
             return
         _rechecker().add(self)
+        drain.open_sockets.add(self)
         await self.opened()
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:

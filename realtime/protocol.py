@@ -35,9 +35,10 @@ class CloseCode:
     """Named WebSocket close codes; docs/protocol.md lists them."""
 
     NORMAL = 1000
-    #: The server is shutting down or draining: reconnect (elsewhere) with backoff.
-    GOING_AWAY = 1001
-    #: Daphne refused a frame larger than WS_MAX_FRAME_BYTES.
+    #: The server is shutting down or draining: reconnect now (elsewhere). RFC 6455's
+    #: 1001 would say the same, but Daphne lets applications send only 1000 and 3000-4999.
+    GOING_AWAY = 4000
+    #: Daphne refused a frame larger than WS_MAX_FRAME_BYTES (it may also just drop the connection: 1006).
     MESSAGE_TOO_BIG = 1009
     #: The user logged out, changed password, or the ticket's session ended.
     SESSION_ENDED = 4001
@@ -51,8 +52,8 @@ class CloseCode:
 
 CLOSE_CODE_DOCS: dict[int, str] = {
     CloseCode.NORMAL: "normal closure",
-    CloseCode.GOING_AWAY: "server shutting down or draining; reconnect with backoff",
-    CloseCode.MESSAGE_TOO_BIG: "a frame over the size limit (sent by Daphne)",
+    CloseCode.GOING_AWAY: "server going away (shutting down or draining): reconnect now, to another process",
+    CloseCode.MESSAGE_TOO_BIG: "a frame over the size limit: Daphne closes with 1009 or drops the connection (1006)",
     CloseCode.SESSION_ENDED: "session ended (log-out, password change); do not reconnect, log in again",
     CloseCode.FORBIDDEN: "account deactivated or banned; do not reconnect",
     CloseCode.RATE_LIMITED: "kept sending after being rate limited; reconnect after a pause",

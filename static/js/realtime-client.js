@@ -16,7 +16,7 @@ import * as msgpack from "./msgpack.js";
 
 export const CloseCode = Object.freeze({
   NORMAL: 1000,
-  GOING_AWAY: 1001,
+  GOING_AWAY: 4000, // the server is draining: reconnect now
   MESSAGE_TOO_BIG: 1009,
   SESSION_ENDED: 4001,
   FORBIDDEN: 4003,

@@ -20,3 +20,11 @@ def test_push_latency_benchmark_runs_and_reports(tmp_path):
     assert "p50" in result.stdout and "p99" in result.stdout
     data = json.loads(out.read_text())
     assert data["samples"] == 5 and data["p50_ms"] > 0
+
+
+def test_encoding_size_report_runs():
+    """bench/encoding_size.py reports JSON and MessagePack bytes for a typical conversation."""
+    result = subprocess.run([sys.executable, "bench/encoding_size.py"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "MessagePack saves" in result.stdout
