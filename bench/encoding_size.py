@@ -70,7 +70,7 @@ def main() -> int:
         size = 0
         for event in events:
             payload = codec.encode(event)
-            data = payload.get("text_data", "").encode() if "text_data" in payload else payload["bytes_data"]
+            data = payload["text"].encode() if "text" in payload else payload["bytes"]
             size += len(data) + frame_overhead(len(data))
         totals[name] = size
     json_size, pack_size = totals.values()

@@ -46,6 +46,7 @@ class ChatConsumer(ProtocolConsumer):
         # at or below it were already sent and are dropped; messages above it are sent in
         # arrival order (clients place them by seq).
         self.rooms: dict[str, int] = {}
+        self.room_models: dict[str, Any] = {}
         # Room -> the highest seq delivered live (for resync after a hub reconnect).
         self.delivered: dict[str, int] = {}
         # Room -> broadcast messages held while its join reads the history.
@@ -102,6 +103,7 @@ class ChatConsumer(ProtocolConsumer):
             became_present = await presence.presence_join(room=slug, username=self.username, conn_id=self.conn_id)
             names = await presence.presence_list(room=slug)
             self.rooms[slug] = resume.latest_seq
+            self.room_models[slug] = room
             self.delivered[slug] = max(self.delivered.get(slug, 0), resume.latest_seq)
             await self.send_event(
                 {
@@ -125,7 +127,9 @@ class ChatConsumer(ProtocolConsumer):
         finally:
             held = self.joining.pop(slug, [])
         for message in held:
-            await self.hub_deliver(message, {})
+            frames: dict[Any, Any] = {}
+            await self.hub_deliver(message, frames)
+            metrics.message_out(frames.get("sent", 0))
         if became_present and not rejoin:
             await broadcast.aroom_send(
                 slug, {"type": "presence", "room": slug, "joined": [self.username], "left": []},
@@ -181,14 +185,19 @@ class ChatConsumer(ProtocolConsumer):
             raise ProtocolError(ErrorCode.NOT_JOINED, "join the room first", room=slug)
 
     async def _joined_room(self, slug: str):
+        """The joined room's model (loaded at join: one query less per message)."""
         self._require_joined(slug)
-        room = await db(selectors.room_by_slug)(slug=slug)
+        room = self.room_models.get(slug)
         if room is None:
-            raise ProtocolError(ErrorCode.ROOM_NOT_FOUND, "no such room", room=slug)
+            room = await db(selectors.room_by_slug)(slug=slug)
+            if room is None:
+                raise ProtocolError(ErrorCode.ROOM_NOT_FOUND, "no such room", room=slug)
+            self.room_models[slug] = room
         return room
 
     async def _leave(self, slug: str) -> None:
         self.rooms.pop(slug, None)
+        self.room_models.pop(slug, None)
         self.delivered.pop(slug, None)
         self._typing_at.pop(slug, None)
         # Presence first: it stops this process refreshing the entry even if Redis fails below.

@@ -65,6 +65,9 @@ def room_enter(*, slug: str, user: AbstractBaseUser) -> tuple[Room, Membership]:
 def _postable_membership(room: Room, user: AbstractBaseUser) -> Membership:
     membership = Membership.objects.filter(room=room, user=user).first()
     if membership is None:
+        if not Room.objects.filter(pk=room.pk).exists():
+            # Deleted since the socket joined it (consumers keep the joined room's model).
+            raise ServiceError(ErrorCode.ROOM_NOT_FOUND, "no such room", room=room.slug)
         raise ServiceError(ErrorCode.FORBIDDEN, "you are not a member of this room", room=room.slug)
     if membership.banned:
         raise ServiceError(ErrorCode.BANNED, "you are banned from this room", room=room.slug)

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import msgpack
 from redis.exceptions import RedisError
 
+from realtime import metrics
 from realtime.redis_pool import new_async_client
 
 logger = logging.getLogger(__name__)
@@ -202,6 +203,10 @@ class Hub:
                 await subscriber.hub_deliver(message, frames)
             except Exception:
                 logger.warning("hub: delivery to a socket failed", exc_info=True)
+        sent = frames.get("sent", 0)
+        if sent:
+            metrics.message_out(sent)
+            metrics.fanout_observe(message.get("ts"))
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()

@@ -321,9 +321,9 @@ def message_in() -> None:
     MESSAGES_IN.inc()
 
 
-def message_out() -> None:
-    """An event is being sent to a client (``ProtocolConsumer.send_event``)."""
-    MESSAGES_OUT.inc()
+def message_out(count: int = 1) -> None:
+    """Events are being sent to clients (``send_event``, or a broadcast to ``count`` sockets)."""
+    MESSAGES_OUT.inc(count)
 
 
 def _seconds(value: Any) -> float | None:

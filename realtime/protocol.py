@@ -474,8 +474,8 @@ class JsonCodec:
 
     @staticmethod
     def encode(event: dict[str, Any]) -> dict[str, Any]:
-        """Keyword arguments for ``consumer.send``."""
-        return {"text_data": json.dumps(event, ensure_ascii=False, separators=(",", ":"))}
+        """The ASGI ``websocket.send`` message carrying ``event``."""
+        return {"type": "websocket.send", "text": json.dumps(event, ensure_ascii=False, separators=(",", ":"))}
 
 
 class MsgpackCodec:
@@ -496,8 +496,8 @@ class MsgpackCodec:
 
     @staticmethod
     def encode(event: dict[str, Any]) -> dict[str, Any]:
-        """Keyword arguments for ``consumer.send``."""
-        return {"bytes_data": msgpack.packb(event, use_bin_type=True)}
+        """The ASGI ``websocket.send`` message carrying ``event``."""
+        return {"type": "websocket.send", "bytes": msgpack.packb(event, use_bin_type=True)}
 
 
 CODECS = {SUBPROTOCOL_JSON: JsonCodec, SUBPROTOCOL_MSGPACK: MsgpackCodec}

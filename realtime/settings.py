@@ -139,6 +139,11 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": env_str("SQLITE_PATH", str(BASE_DIR / "var" / "db.sqlite3")),
+            # Keep connections: Channels' database_sync_to_async closes "old" connections
+            # around every call, which with the default 0 reopened SQLite (and re-ran the
+            # PRAGMAs) for every frame a consumer served.
+            "CONN_MAX_AGE": env_int("DB_CONN_MAX_AGE", 600),
+            "CONN_HEALTH_CHECKS": True,
             "OPTIONS": {
                 "transaction_mode": "IMMEDIATE",
                 "timeout": env_int("SQLITE_TIMEOUT", 20),
