@@ -20,3 +20,8 @@ test:
 
 lint: setup
 	@.venv/bin/ruff check .
+
+# The benchmarks (bench/README.md): several minutes; results in bench/results/.
+bench: setup
+	@$(PY) bench/fanout/run.py
+	@$(PY) bench/push_latency.py

@@ -1,0 +1,551 @@
+"""The load client: worker processes that hold the sockets, publish on a schedule and time arrivals.
+
+run.py drives it through :class:`LoadClient`, which starts ``procs`` worker processes
+(``multiprocessing``, spawn) for one server and sends them commands over pipes. Each
+worker is one asyncio loop with ``websockets`` client connections (compression off, no
+client pings; the servers' pings are answered while every socket keeps reading).
+
+An :class:`Adapter` says how to talk to each server:
+
+* project: ``/ws/chat/`` with a bench user's session cookie and Origin; after ``hello``,
+  ``join`` the room and wait for ``joined``; publish ``message`` {room, body, client_id};
+  a delivery is a ``message`` event, which carries its ``seq``.
+* stock: ``/ws/stock/<room>/`` with Origin (joined by URL); ``{"message": body}`` both ways.
+* bare: ``/room/<room>`` (joined by URL); ``{"message": body}`` both ways.
+
+Every published body is ``B|<step>|<scheduled monotonic time>|<n>|``. A delivery's
+latency is its arrival time minus the *scheduled* send time (CLOCK_MONOTONIC is one
+clock for every process on the machine), so a publisher that falls behind does not hide
+the delay (no coordinated omission). Arrivals of another step (late ones, history sent
+on join) are not counted. Latencies go into a log histogram with 1 % buckets.
+
+Each worker reports its own CPU time (``getrusage``) so run.py can tell whether the
+load client, rather than the server, was the limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import math
+import random
+import re
+import resource
+import time
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from typing import Any
+
+BODY_RE = re.compile(r"B\|(\d+)\|([0-9.]+)\|(\d+)\|")
+SEQ_RE = re.compile(r'"seq":(\d+)')
+ROOM_RE = re.compile(r'"room":"([a-z0-9-]+)"')
+
+# Histogram buckets: int(ln(latency in microseconds) * HIST_SCALE), about 1 % wide.
+HIST_SCALE = 100.0
+
+
+def body_for(step: int, t_sched: float, n: int) -> str:
+    return f"B|{step}|{t_sched:.6f}|{n}|"
+
+
+def cpu_seconds() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+# --- histograms (plain dicts: they cross the pipe) ------------------------------------
+
+
+def hist_add(hist: dict[int, int], seconds: float) -> None:
+    us = seconds * 1e6
+    k = int(math.log(us) * HIST_SCALE) if us > 1.0 else 0
+    hist[k] = hist.get(k, 0) + 1
+
+
+def hist_merge(into: dict[int, int], other: dict[int, int]) -> dict[int, int]:
+    for k, v in other.items():
+        into[k] = into.get(k, 0) + v
+    return into
+
+
+def hist_percentile_ms(hist: dict[int, int], p: float) -> float | None:
+    """The p-th percentile in milliseconds (bucket midpoint), or None when empty."""
+    total = sum(hist.values())
+    if total == 0:
+        return None
+    rank = max(1, math.ceil(p / 100.0 * total))
+    seen = 0
+    for k in sorted(hist):
+        seen += hist[k]
+        if seen >= rank:
+            return math.exp((k + 0.5) / HIST_SCALE) / 1000.0
+    return None
+
+
+# --- adapters ----------------------------------------------------------------------------
+
+
+@dataclass
+class Adapter:
+    """How to reach one server. ``kind``: project, stock or bare. Picklable (sent to workers)."""
+
+    kind: str
+    port: int
+    cookies: list[str] = field(default_factory=list)  # project: one "sessionid=..." per bench user
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, purpose: str, room: str | None) -> str:
+        base = f"ws://127.0.0.1:{self.port}"
+        if self.kind == "project":
+            return base + ("/ws/echo/" if purpose == "echo-endpoint" else "/ws/chat/")
+        if self.kind == "stock":
+            return base + ("/ws/stock-echo/" if purpose in ("echo", "echo-endpoint") else f"/ws/stock/{room}/")
+        return base + ("/echo" if purpose in ("echo", "echo-endpoint") else f"/room/{room}")
+
+    def headers(self, index: int, purpose: str) -> dict[str, str]:
+        if self.kind == "project" and purpose != "echo-endpoint":
+            return {"Cookie": self.cookies[index % len(self.cookies)]}
+        return {}
+
+    def publish_frame(self, room: str, body: str, client_id: str) -> str:
+        if self.kind == "project":
+            return json.dumps({"type": "message", "room": room, "body": body, "client_id": client_id})
+        return json.dumps({"message": body})
+
+    def echo_frame(self, purpose: str, n: int) -> str:
+        if self.kind == "project" and purpose == "echo":
+            return f'{{"type":"ping","t":{n}}}'
+        return f'{{"message":"echo {n}"}}'
+
+    def echo_matches(self, purpose: str, frame: str | bytes, n: int) -> bool:
+        if isinstance(frame, bytes):
+            return False
+        if self.kind == "project" and purpose == "echo":
+            return frame.startswith('{"type":"pong"') and f'"t":{n}}}' in frame
+        return frame == f'{{"message":"echo {n}"}}'
+
+
+# --- the worker ------------------------------------------------------------------------
+
+
+@dataclass
+class StepStats:
+    received: int = 0
+    hist: dict[int, int] = field(default_factory=dict)
+    first_arrival: float | None = None
+    last_arrival: float = 0.0
+    seq_missing: int = 0
+    seq_gaps: int = 0
+    seq_backwards: int = 0
+    sent: int = 0
+    send_late_max: float = 0.0
+    cpu0: float = 0.0
+    wall0: float = 0.0
+
+
+class Worker:
+    """One process's sockets, readers and publishers, driven by commands from the pipe."""
+
+    def __init__(self, adapter: Adapter, wid: int, conn: Any) -> None:
+        self.adapter = adapter
+        self.wid = wid
+        self.conn = conn
+        self.socks: list[Any] = []  # websockets ClientConnection
+        self.rooms: list[str | None] = []
+        self.readers: list[asyncio.Task] = []
+        self.steps: dict[int, StepStats] = {}
+        self.last_seq: dict[int, int] = {}  # socket index -> last seq seen (project)
+        self.errors_seen = 0  # error events received (project)
+        self.closed_unexpectedly = 0
+        self.other_frames = 0
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            cmd = await loop.run_in_executor(None, self.conn.recv)
+            op = cmd.get("op")
+            if op == "quit":
+                await self.op_close()
+                self.conn.send({"ok": True})
+                return
+            try:
+                result = await getattr(self, "op_" + op)(**cmd.get("args", {}))
+            except Exception as exc:  # reported to the parent, which raises it
+                result = {"error": f"{type(exc).__name__}: {exc}"}
+            self.conn.send(result)
+
+    # --- sockets ----------------------------------------------------------------------
+
+    async def _open_one(self, index: int, purpose: str, room: str | None, join: bool, timeout: float) -> Any:
+        from websockets.asyncio.client import connect
+
+        ws = await connect(
+            self.adapter.url(purpose, room),
+            origin=self.adapter.origin,
+            additional_headers=self.adapter.headers(index, purpose),
+            compression=None,
+            open_timeout=timeout,
+            ping_interval=None,
+            close_timeout=2,
+            max_queue=64,
+        )
+        try:
+            if self.adapter.kind == "project" and purpose != "echo-endpoint":
+                hello = await asyncio.wait_for(ws.recv(), timeout)
+                if '"type":"hello"' not in hello:
+                    raise RuntimeError(f"expected hello, got {hello[:120]}")
+                if join and room is not None:
+                    await ws.send(json.dumps({"type": "join", "room": room}))
+                    deadline = time.monotonic() + timeout
+                    while True:
+                        frame = await asyncio.wait_for(ws.recv(), max(0.01, deadline - time.monotonic()))
+                        if frame.startswith('{"type":"joined"'):
+                            break
+                        if frame.startswith('{"type":"error"'):
+                            raise RuntimeError(f"join refused: {frame[:200]}")
+        except BaseException:
+            await ws.close()
+            raise
+        return ws
+
+    async def op_open(
+        self, rooms: list[str | None], first_index: int = 0, purpose: str = "room", join: bool = True,
+        reader: bool = True, concurrency: int = 50, open_timeout: float = 30.0, retries: int = 0,
+    ) -> dict[str, Any]:
+        """Open one socket per entry of ``rooms`` (None: no room); report successes and failures.
+
+        ``retries``: attempts after a failed one (each failure is still counted in ``failed_attempts``).
+        """
+        sem = asyncio.Semaphore(max(1, concurrency))
+        errors: list[str] = []
+        failed_attempts: list[str] = []
+        opened: list[tuple[int, Any, str | None]] = []
+        done_at: list[float] = []
+        started = time.monotonic()
+
+        async def one(i: int, room: str | None) -> None:
+            for attempt in range(retries + 1):
+                async with sem:
+                    try:
+                        ws = await self._open_one(first_index + i, purpose, room, join, open_timeout)
+                    except Exception as exc:  # noqa: BLE001 - counted and reported
+                        cause = exc.__cause__ or exc.__context__
+                        why = f" ({type(cause).__name__}: {cause})" if cause is not None else ""
+                        failed_attempts.append(f"{type(exc).__name__}: {exc}{why}"[:200]
+                                               + f" after {time.monotonic() - started:.1f} s")
+                        if attempt == retries:
+                            errors.append(failed_attempts[-1])
+                            return
+                        continue
+                done_at.append(time.monotonic())
+                opened.append((i, ws, room))
+                return
+
+        await asyncio.gather(*(one(i, room) for i, room in enumerate(rooms)))
+        # Long-lived sockets: keep them out of the collector's way (gen-2 passes over thousands
+        # of connections would show up as latency spikes measured here, not in the server).
+        gc.collect()
+        gc.freeze()
+        for _, ws, room in sorted(opened, key=lambda x: x[0]):
+            index = len(self.socks)
+            self.socks.append(ws)
+            self.rooms.append(room)
+            if reader:
+                self.readers.append(asyncio.create_task(self._read(index, ws)))
+        return {
+            "opened": len(opened), "errors": len(errors), "error_samples": errors[:5],
+            "failed_attempts": len(failed_attempts), "failed_attempt_samples": sorted(set(failed_attempts))[:5],
+            "started": started, "last_ready": max(done_at) if done_at else started, "ready_at": sorted(done_at),
+            "total": len(self.socks),
+        }
+
+    async def op_close(self) -> dict[str, Any]:
+        socks, self.socks, self.rooms = self.socks, [], []
+        readers, self.readers = self.readers, []
+        await asyncio.gather(*(asyncio.wait_for(ws.close(), 5) for ws in socks), return_exceptions=True)
+        for task in readers:
+            task.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+        self.last_seq.clear()
+        return {"closed": len(socks)}
+
+    async def _read(self, index: int, ws: Any) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        body_search = BODY_RE.search
+        project = self.adapter.kind == "project"
+        steps = self.steps
+        monotonic = time.monotonic
+        try:
+            async for frame in ws:
+                now = monotonic()
+                if isinstance(frame, bytes):
+                    self.other_frames += 1
+                    continue
+                m = body_search(frame)
+                if m is None:
+                    if project and frame.startswith('{"type":"error"'):
+                        self.errors_seen += 1
+                    else:
+                        self.other_frames += 1
+                    continue
+                st = steps.get(int(m.group(1)))
+                if st is None:
+                    continue  # another step's (late, or history on join)
+                st.received += 1
+                lat = now - float(m.group(2))
+                us = lat * 1e6
+                k = int(math.log(us) * HIST_SCALE) if us > 1.0 else 0
+                st.hist[k] = st.hist.get(k, 0) + 1
+                if st.first_arrival is None:
+                    st.first_arrival = now
+                st.last_arrival = now
+                if project:
+                    s = SEQ_RE.search(frame)
+                    if s is None:
+                        st.seq_missing += 1
+                    else:
+                        seq = int(s.group(1))
+                        prev = self.last_seq.get(index)
+                        if prev is not None:
+                            if seq <= prev:
+                                st.seq_backwards += 1
+                            elif seq > prev + 1:
+                                st.seq_gaps += 1
+                        self.last_seq[index] = seq
+        except ConnectionClosed:
+            if self.socks and ws in self.socks:
+                self.closed_unexpectedly += 1
+
+    # --- steps ------------------------------------------------------------------------
+
+    async def op_begin(self, step: int) -> dict[str, Any]:
+        gc.collect()
+        gc.disable()  # no collector pauses inside a measured step; re-enabled by op_end
+        st = StepStats(cpu0=cpu_seconds(), wall0=time.monotonic())
+        self.steps[step] = st
+        self.last_seq.clear()
+        return {"ok": True, "errors_seen": self.errors_seen}
+
+    async def op_poll(self, step: int) -> dict[str, Any]:
+        st = self.steps.get(step)
+        return {"received": st.received if st else 0, "last_arrival": st.last_arrival if st else 0.0}
+
+    async def op_end(self, step: int) -> dict[str, Any]:
+        st = self.steps.pop(step)
+        cpu = cpu_seconds() - st.cpu0
+        wall = time.monotonic() - st.wall0
+        gc.enable()
+        return {
+            "received": st.received, "hist": st.hist, "first_arrival": st.first_arrival,
+            "last_arrival": st.last_arrival, "seq_missing": st.seq_missing, "seq_gaps": st.seq_gaps,
+            "seq_backwards": st.seq_backwards, "sent": st.sent, "send_late_max": st.send_late_max,
+            "cpu": cpu, "wall": wall, "errors_seen": self.errors_seen,
+            "closed_unexpectedly": self.closed_unexpectedly, "open": len(self.socks),
+        }
+
+    async def op_publish(
+        self, step: int, t0: float, rate: float, duration: float, mode: str = "fixed", seed: int = 0,
+    ) -> dict[str, Any]:
+        """Send on a schedule from t0 for ``duration`` s at ``rate`` msg/s.
+
+        fixed: socket 0 sends every 1/rate s (S2). poisson: exponential gaps, each message
+        from a socket chosen at random (S3: every member sends at rate/len(sockets)).
+        A send due in the past goes out at once; its latency still counts from its slot.
+        """
+        st = self.steps.get(step)  # None for warm-up messages, which nobody counts
+        rng = random.Random(seed)
+        if not self.socks or rate <= 0:
+            return {"sent": 0}
+        if mode == "fixed":
+            times = [t0 + n / rate for n in range(max(1, int(round(rate * duration))))]
+            who = [0] * len(times)
+        else:
+            times, t = [], t0
+            while True:
+                t += rng.expovariate(rate)
+                if t >= t0 + duration:
+                    break
+                times.append(t)
+            who = [rng.randrange(len(self.socks)) for _ in times]
+        adapter = self.adapter
+        monotonic = time.monotonic
+        sent = 0
+        late_max = 0.0
+        for n, (ts, i) in enumerate(zip(times, who, strict=True)):
+            delay = ts - monotonic()
+            if delay > 0.0005:
+                await asyncio.sleep(delay)
+            else:
+                late_max = max(late_max, -delay)
+            room = self.rooms[i]
+            frame = adapter.publish_frame(room, body_for(step, ts, n), f"w{self.wid}s{step}n{n}")
+            try:
+                await self.socks[i].send(frame)
+            except Exception:  # noqa: BLE001 - a closed socket: the message is lost and counted so
+                continue
+            sent += 1
+        if st is not None:
+            st.sent += sent
+            st.send_late_max = max(st.send_late_max, late_max)
+        return {"sent": sent, "late_max": late_max}
+
+    # --- echo (S1) --------------------------------------------------------------------
+
+    async def op_echo(self, clients: int, duration: float, purpose: str = "echo") -> dict[str, Any]:
+        """Closed loop on the first ``clients`` sockets (opened with reader=False)."""
+        hist: dict[int, int] = {}
+        counts = [0]
+        gc.collect()
+        gc.disable()
+        cpu0 = cpu_seconds()
+        t0 = time.monotonic()
+        end = t0 + duration
+        adapter = self.adapter
+
+        async def loop(ws: Any, base: int) -> None:
+            n = base
+            while time.monotonic() < end:
+                n += 1
+                start = time.monotonic()
+                await ws.send(adapter.echo_frame(purpose, n))
+                while True:
+                    frame = await asyncio.wait_for(ws.recv(), 10)
+                    if adapter.echo_matches(purpose, frame, n):
+                        break
+                hist_add(hist, time.monotonic() - start)
+                counts[0] += 1
+
+        try:
+            await asyncio.gather(*(loop(ws, i * 10_000_000) for i, ws in enumerate(self.socks[:clients])))
+        finally:
+            gc.enable()
+        wall = time.monotonic() - t0
+        return {"count": counts[0], "hist": hist, "wall": wall, "cpu": cpu_seconds() - cpu0}
+
+    # --- project only: the resume guarantee -------------------------------------------
+
+    async def op_resume_check(self, room: str, back: int) -> dict[str, Any]:
+        """Join ``room`` to learn its latest seq, then rejoin with last_seq = latest - back on a
+        fresh socket: every missed message must come back, in seq order, each with its body."""
+        ws = await self._open_one(0, "room", None, False, 30)
+        try:
+            await ws.send(json.dumps({"type": "join", "room": room}))
+            latest = None
+            while latest is None:
+                frame = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                if frame.get("type") == "joined":
+                    latest = frame["seq"]
+        finally:
+            await ws.close()
+        back = min(back, latest)
+        ws = await self._open_one(1, "room", None, False, 30)
+        seqs: list[int] = []
+        bodies_ok = True
+        try:
+            await ws.send(json.dumps({"type": "join", "room": room, "last_seq": latest - back}))
+            joined = None
+            deadline = time.monotonic() + 30
+            while len(seqs) < back and time.monotonic() < deadline:
+                frame = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                if frame.get("type") == "joined":
+                    joined = frame
+                elif frame.get("type") == "message" and joined is not None and frame.get("seq", 0) <= latest:
+                    seqs.append(frame["seq"])
+                    bodies_ok = bodies_ok and bool(BODY_RE.search(frame.get("body", "")))
+        finally:
+            await ws.close()
+        expected = list(range(latest - back + 1, latest + 1))
+        return {
+            "latest_seq": latest, "asked": back, "got": len(seqs), "in_order_no_gaps": seqs == expected,
+            "bodies_ok": bodies_ok, "reset": bool(joined and joined.get("reset")),
+        }
+
+    async def op_cpu(self) -> dict[str, Any]:
+        return {"cpu": cpu_seconds(), "open": len(self.socks), "closed_unexpectedly": self.closed_unexpectedly}
+
+
+def _worker_entry(conn: Any, adapter: Adapter, wid: int) -> None:
+    raise_nofile()
+    try:
+        asyncio.run(Worker(adapter, wid, conn).serve())
+    except (EOFError, KeyboardInterrupt):
+        pass
+
+
+# --- the parent side --------------------------------------------------------------------
+
+
+class LoadClient:
+    """``procs`` worker processes talking to one server."""
+
+    def __init__(self, adapter: Adapter, procs: int = 1) -> None:
+        ctx = get_context("spawn")
+        self.adapter = adapter
+        self.conns = []
+        self.procs = []
+        for wid in range(procs):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_worker_entry, args=(child, adapter, wid), daemon=True,
+                               name=f"load-{adapter.kind}-{wid}")
+            proc.start()
+            child.close()
+            self.conns.append(parent)
+            self.procs.append(proc)
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+    def _recv(self, wid: int, timeout: float) -> Any:
+        conn = self.conns[wid]
+        if not conn.poll(timeout):
+            raise TimeoutError(f"load worker {wid} did not answer within {timeout} s")
+        result = conn.recv()
+        if isinstance(result, dict) and "error" in result:
+            raise RuntimeError(f"load worker {wid}: {result['error']}")
+        return result
+
+    def call(self, wid: int, op: str, timeout: float = 300, **args: Any) -> Any:
+        self.conns[wid].send({"op": op, "args": args})
+        return self._recv(wid, timeout)
+
+    def call_each(self, op: str, per_worker: list[dict[str, Any]] | None = None, timeout: float = 300,
+                  **args: Any) -> list[Any]:
+        """The same op on every worker at once (``per_worker``: each worker's own arguments)."""
+        wids = range(len(self.conns))
+        for wid in wids:
+            a = dict(args)
+            if per_worker is not None:
+                a.update(per_worker[wid])
+            self.conns[wid].send({"op": op, "args": a})
+        return [self._recv(wid, timeout) for wid in wids]
+
+    def close(self) -> None:
+        for conn in self.conns:
+            try:
+                conn.send({"op": "quit"})
+                conn.poll(20) and conn.recv()
+            except (OSError, EOFError):
+                pass
+        for proc in self.procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=5)
+
+
+def split(items: list[Any], parts: int) -> list[list[Any]]:
+    """Round-robin split, so each worker gets members of every room."""
+    return [items[i::parts] for i in range(parts)]
+
