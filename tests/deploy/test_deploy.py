@@ -487,3 +487,62 @@ def test_dashboard_and_autoscaler_name_only_exported_metrics():
     cat = edges.catalogue_load(CATALOGUE)
     assert targets == [a for r in cat.regions.values() for a in r.daphne.addresses]
     assert all(j["authorization"]["type"] == "Bearer" for j in jobs.values())
+
+
+@pytest.mark.live
+@pytest.mark.django_db(transaction=True)
+def test_killing_the_sticky_process_moves_its_users_and_they_resume(tmp_path, tls_dir, app_env, make_user, lobby):
+    """Behind the generated edge: reconnects stay on one process; SIGKILL it and its users move and lose nothing."""
+    import signal
+
+    from tests.reliability.client import ResumingClient
+    from tests.reliability.test_faults import chat, everyone_has_everything
+
+    d1, d2 = services.daphne_service(app_env).start(), services.daphne_service(app_env).start()
+    https = services.free_port()
+
+    def local(text: str) -> str:
+        text = re.sub(r"(\n    server 10\.10\.1\.\d+:\d+ [^\n]*)+", (
+            f"\n    server 127.0.0.1:{d1.port} max_fails=1 fail_timeout=30s;"
+            f"\n    server 127.0.0.1:{d2.port} max_fails=1 fail_timeout=30s;"
+        ), text, count=1)
+        text = re.sub(r"\n    listen \[::\]:\d+[^\n]*", "", text)
+        text = text.replace("listen 443 ssl http2;", f"listen 127.0.0.1:{https} ssl http2;")
+        return text.replace("listen 80;", f"listen 127.0.0.1:{services.free_port()};")
+
+    conf = nginx_conf(tmp_path, tls_dir, ["us-east.conf"], rewrite=local)
+    nginx = services.Service(
+        "nginx", [NGINX, "-c", str(conf), "-p", str(tmp_path), "-e", str(tmp_path / "error.log"), "-g", "daemon off;"],
+        env=dict(os.environ), port=https,
+    ).start()
+    alice, bob = make_user("alice"), make_user("bob")
+    try:
+        alice_header = cookie_header(alice)
+        alice_cookie = alice_header.split("=", 1)[1]
+        home = _process_behind(https, alice_cookie)
+        assert {_process_behind(https, alice_cookie) for _ in range(6)} == {home}  # sticky
+        victim = d1 if home.endswith(f":{d1.proc.pid}") else d2
+        assert home.endswith(f":{victim.proc.pid}")
+
+        async def scenario() -> None:
+            edge = f"wss://127.0.0.1:{https}"
+            clients = [ResumingClient(u, [edge], ssl=_tls(), origin="https://127.0.0.1") for u in (alice, bob)]
+            clients[0]._cookie_value = alice_header  # the session whose stickiness was measured above
+            for c in clients:
+                await c.start()
+            try:
+                sent = await chat(clients, "before", 3)
+                victim.kill(signal.SIGKILL)
+                sent += await chat(clients, "after", 3)
+                await everyone_has_everything(clients, sent)
+            finally:
+                for c in clients:
+                    await c.stop()
+
+        asyncio.run(scenario())
+        survivor = d2 if victim is d1 else d1
+        assert _process_behind(https, alice_cookie).endswith(f":{survivor.proc.pid}")
+    finally:
+        nginx.stop()
+        d1.stop()
+        d2.stop()

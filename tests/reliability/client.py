@@ -23,8 +23,11 @@ from websockets.exceptions import InvalidStatus, WebSocketException
 
 
 class ResumingClient:
-    def __init__(self, user: Any, urls: list[str], room: str = "lobby") -> None:
+    def __init__(self, user: Any, urls: list[str], room: str = "lobby", *, ssl: Any = None,
+                 origin: str | None = None) -> None:
         self.user = user
+        self.ssl = ssl  # for wss:// through a TLS-terminating edge
+        self.origin = origin
         self.urls = urls  # ws://host:port ; tried in order, moving on after a failure
         self.room = room
         self.seqs: Counter[int] = Counter()  # every message seq shown to the user (must stay at 1 each)
@@ -84,10 +87,11 @@ class ResumingClient:
             url = self.urls[self._server % len(self.urls)]
             try:
                 cookie = await self._cookie()
-                origin = "http://" + url.split("://", 1)[1]
+                origin = self.origin or "http://" + url.split("://", 1)[1]
+                extra = {"ssl": self.ssl} if self.ssl is not None else {}
                 async with connect(
                     f"{url}/ws/chat/", origin=origin, additional_headers={"Cookie": cookie},
-                    open_timeout=5, close_timeout=2,
+                    open_timeout=5, close_timeout=2, **extra,
                 ) as ws:
                     self.ws = ws
                     attempt = 0
