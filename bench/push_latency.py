@@ -43,7 +43,9 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-push-"))
     redis = services.redis_service().start()
     url = f"redis://127.0.0.1:{redis.port}/0"
-    env = services.app_env(REDIS_URL=url, CELERY_BROKER_URL=url, SQLITE_PATH=str(tmp / "db.sqlite3"), LOG_LEVEL="WARNING")
+    env = services.app_env(
+        REDIS_URL=url, CELERY_BROKER_URL=url, SQLITE_PATH=str(tmp / "db.sqlite3"), LOG_LEVEL="WARNING"
+    )
     os.environ.update({k: env[k] for k in ("REDIS_URL", "CELERY_BROKER_URL", "SQLITE_PATH", "DJANGO_SETTINGS_MODULE")})
     import django
 

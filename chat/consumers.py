@@ -243,7 +243,7 @@ class ChatConsumer(ProtocolConsumer):
             after = self.delivered.get(slug, self.rooms[slug])
             resume = await db(selectors.room_resume)(room=room, last_seq=after, page=cfg["HISTORY_PAGE"],
                                                      cap=cfg["RESUME_CAP"])
-            missed = await db(lambda: [events.message_event(m) for m in resume.messages])()
+            missed = await db(lambda r=resume: [events.message_event(m) for m in r.messages])()
             if resume.reset:
                 # Too far behind to replay here: the client re-joins and resets itself.
                 await self.send_event({"type": "joined", "room": slug, "title": room.title, "seq": resume.latest_seq,

@@ -25,7 +25,6 @@ from chat.models import Announcement, BannedWord, Membership, Message, Room
 from realtime import broadcast, push
 from realtime.protocol import ErrorCode, ProtocolError
 
-
 logger = logging.getLogger(__name__)
 
 

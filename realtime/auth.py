@@ -22,8 +22,8 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.sessions.backends.base import SessionBase
 from django.core import signing
-from django.utils.module_loading import import_string
 from django.utils.crypto import constant_time_compare
+from django.utils.module_loading import import_string
 
 from realtime.protocol import CloseCode
 from realtime.redis_pool import redis_async, redis_sync

@@ -27,9 +27,10 @@ import logging
 import os
 import threading
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from asgiref.sync import SyncToAsync, async_to_sync
 from django.db import transaction

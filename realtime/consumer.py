@@ -33,8 +33,8 @@ from django.db import DatabaseError
 from redis.exceptions import RedisError
 
 from realtime import broadcast, drain, features, metrics, presence
-from realtime.hub import hub
 from realtime.auth import session_key_digest, socket_session_check
+from realtime.hub import hub
 from realtime.protocol import (
     CloseCode,
     ErrorCode,
@@ -176,7 +176,7 @@ class ProtocolConsumer(AsyncWebsocketConsumer):
                 raise ProtocolError(ErrorCode.UNKNOWN_TYPE, "unknown message type")
         except ProtocolError as exc:
             await self.send_event({**exc.as_event(), **{k: v for k, v in context.items() if k not in exc.extra}})
-        except (RedisError, DatabaseError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, RedisError, DatabaseError, OSError) as exc:
             logger.warning("frame failed on an unavailable backend: %s", type(exc).__name__)
             err = ProtocolError(ErrorCode.UNAVAILABLE, "temporarily unavailable, nothing was stored; retry")
             await self.send_event({**err.as_event(), **context})

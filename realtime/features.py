@@ -18,8 +18,9 @@ context offers.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from realtime.protocol import ErrorCode, Field, MessageSpec, ProtocolError, registry
 

@@ -88,7 +88,7 @@ class Hub:
             # right after connecting does not miss live messages.
             try:
                 await asyncio.wait_for(asyncio.shield(self.connected.wait()), 5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def unsubscribe(self, topic: str, subscriber: Subscriber) -> None:

@@ -92,7 +92,7 @@ class VirtualSocket:
             self.changed.clear()
             try:
                 await asyncio.wait_for(self.changed.wait(), wait)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         self.last_seen = time.monotonic()
         return list(self.events), self.base + len(self.events), self.closed
@@ -104,7 +104,7 @@ class VirtualSocket:
         await self.inbox.put({"type": "websocket.disconnect", "code": code})
         try:
             await asyncio.wait_for(asyncio.shield(self.task), 5)
-        except (asyncio.TimeoutError, Exception):
+        except (TimeoutError, Exception):
             self.task.cancel()
 
 
@@ -195,7 +195,7 @@ class LongPollConsumer(AsyncHttpConsumer):
         vs = VirtualSocket(_app(), self.scope)
         try:
             await asyncio.wait_for(vs.accepted.wait(), 10)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await vs.end()
             return await self._json(503, {"error": "unavailable"})
         if not vs.did_accept:

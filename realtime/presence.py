@@ -243,7 +243,7 @@ class _Tracker:
                     username = member.rsplit("|", 1)[0]
                     pipe.eval(_JOIN, 3, _conns_key(room), _users_key(room), ROOMS_KEY, member, username, expiry, room)
                 results = await pipe.execute()
-            back = sorted({m.rsplit("|", 1)[0] for m, became in zip(snapshot, results) if became})
+            back = sorted({m.rsplit("|", 1)[0] for m, became in zip(snapshot, results, strict=True) if became})
             if back:
                 await broadcast.aroom_send(room, {"type": "presence", "room": room, "joined": back, "left": []})
         async with r.pipeline(transaction=False) as pipe:

@@ -7,9 +7,9 @@ from typing import Any
 from channels.db import database_sync_to_async
 
 from chat.models import Room
-from receipts import selectors, services
 from realtime.features import Context, feature
 from realtime.protocol import ROOM, Field, check_seq
+from receipts import selectors, services
 
 receipts = feature(
     "receipts",

@@ -7,9 +7,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from chat.models import Membership, Room
-from receipts.models import ReadPosition
 from realtime import broadcast
 from realtime.protocol import ErrorCode, ProtocolError
+from receipts.models import ReadPosition
 
 
 def read_mark(*, room_slug: str, user: AbstractBaseUser, seq: int) -> int:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from pathlib import Path
 from collections.abc import Iterator
 from http.cookies import SimpleCookie
+from pathlib import Path
 from typing import Any
 
 import pytest

@@ -38,7 +38,7 @@ class Proxy:
 
     # --- control (any thread) --------------------------------------------------------
 
-    def start(self) -> "Proxy":
+    def start(self) -> Proxy:
         self._thread.start()
         self._ready.wait(10)
         return self

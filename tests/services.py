@@ -69,7 +69,7 @@ class Service:
     log_path: Path | None = None
     extra: dict = field(default_factory=dict)
 
-    def start(self, *, wait: bool = True) -> "Service":
+    def start(self, *, wait: bool = True) -> Service:
         if self.log_path is None:
             self.log_path = Path(tempfile.mkstemp(prefix=f"{self.name}-", suffix=".log")[1])
         log = open(self.log_path, "ab")
@@ -122,11 +122,14 @@ def redis_service() -> Service:
     """A throwaway Redis on a free port, no persistence."""
     exe = shutil.which("redis-server")
     if exe is None:
-        raise RuntimeError("redis-server is not installed: run `make test` (it installs it) or apt-get install redis-server")
+        raise RuntimeError(
+            "redis-server is not installed: run `make test` (it installs it) or apt-get install redis-server"
+        )
     port = free_port()
     return Service(
         "redis",
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "yes"],
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--protected-mode", "yes"],
         env=dict(os.environ),
         port=port,
     )

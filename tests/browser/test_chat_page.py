@@ -37,7 +37,8 @@ def test_two_users_chat_with_presence_typing_and_inert_html(browser, daphne, two
         # Presence: each sees both names.
         for page in (alice, bob):
             page.wait_for_function(
-                "() => [...document.querySelectorAll('#presence li')].map(li => li.textContent).join(',') === 'alice,bob'"
+                "() => [...document.querySelectorAll('#presence li')].map(li => li.textContent).join(',')"
+                " === 'alice,bob'"
             )
         # Typing: alice types, bob sees it.
         alice.type("#body", "hel")
@@ -52,7 +53,8 @@ def test_two_users_chat_with_presence_typing_and_inert_html(browser, daphne, two
         bob.press("#body", "Enter")
         for page in (alice, bob):
             page.wait_for_function(
-                "(xss) => [...document.querySelectorAll('#messages li .body')].some(b => b.textContent === xss)", arg=XSS
+                "(xss) => [...document.querySelectorAll('#messages li .body')].some(b => b.textContent === xss)",
+                arg=XSS,
             )
             assert page.evaluate("() => window.__xss") is None
             assert page.locator("#messages img").count() == 0
@@ -98,7 +100,8 @@ def test_banned_word_is_masked_live_and_mention_shows_a_notification(browser, da
         alice.press("#body", "Enter")
         for page in (alice, bob):
             page.wait_for_function(
-                "() => [...document.querySelectorAll('#messages li .body')].some(b => b.textContent === 'oh ****, @bob')",
+                "() => [...document.querySelectorAll('#messages li .body')]"
+                ".some(b => b.textContent === 'oh ****, @bob')",
                 timeout=15000,
             )
         bob.wait_for_selector(".toast", timeout=15000)

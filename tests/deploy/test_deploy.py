@@ -264,16 +264,16 @@ def test_generated_nginx_has_upgrade_stickiness_timeouts_and_restricted_metrics(
     assert "location = /healthz" in edge
 
 
-@pytest.fixture
-def edge_nginx(tmp_path, tls_dir, daphne, daphne_b) -> Iterator[dict[str, int]]:
-    """The generated us-east edge, run for real: its upstream replaced by the two live Daphne processes."""
+def run_edge_nginx(tmp_path: Path, tls_dir: Path, upstream_ports: list[int], *, max_fails: int = 3,
+                   fail_timeout: str = "10s") -> tuple[services.Service, int, int]:
+    """The generated us-east edge, run for real in front of local Daphne processes: (nginx, https, http)."""
     https, plain = services.free_port(), services.free_port()
+    upstreams = "".join(
+        f"\n    server 127.0.0.1:{port} max_fails={max_fails} fail_timeout={fail_timeout};" for port in upstream_ports
+    )
 
     def local(text: str) -> str:
-        text = re.sub(r"(\n    server 10\.10\.1\.\d+:\d+ [^\n]*)+", (
-            f"\n    server 127.0.0.1:{daphne.port} max_fails=3 fail_timeout=10s;"
-            f"\n    server 127.0.0.1:{daphne_b.port} max_fails=3 fail_timeout=10s;"
-        ), text, count=1)
+        text = re.sub(r"(\n    server 10\.10\.1\.\d+:\d+ [^\n]*)+", upstreams, text, count=1)
         text = re.sub(r"\n    listen \[::\]:\d+[^\n]*", "", text)
         text = text.replace("listen 443 ssl http2;", f"listen 127.0.0.1:{https} ssl http2;")
         return text.replace("listen 80;", f"listen 127.0.0.1:{plain};")
@@ -283,6 +283,13 @@ def edge_nginx(tmp_path, tls_dir, daphne, daphne_b) -> Iterator[dict[str, int]]:
         "nginx", [NGINX, "-c", str(conf), "-p", str(tmp_path), "-e", str(tmp_path / "error.log"), "-g", "daemon off;"],
         env=dict(os.environ), port=https,
     ).start()
+    return server, https, plain
+
+
+@pytest.fixture
+def edge_nginx(tmp_path, tls_dir, daphne, daphne_b) -> Iterator[dict[str, int]]:
+    """The generated us-east edge, run for real: its upstream replaced by the two live Daphne processes."""
+    server, https, plain = run_edge_nginx(tmp_path, tls_dir, [daphne.port, daphne_b.port])
     yield {"https": https, "http": plain}
     server.stop()
 
@@ -499,22 +506,7 @@ def test_killing_the_sticky_process_moves_its_users_and_they_resume(tmp_path, tl
     from tests.reliability.test_faults import chat, everyone_has_everything
 
     d1, d2 = services.daphne_service(app_env).start(), services.daphne_service(app_env).start()
-    https = services.free_port()
-
-    def local(text: str) -> str:
-        text = re.sub(r"(\n    server 10\.10\.1\.\d+:\d+ [^\n]*)+", (
-            f"\n    server 127.0.0.1:{d1.port} max_fails=1 fail_timeout=30s;"
-            f"\n    server 127.0.0.1:{d2.port} max_fails=1 fail_timeout=30s;"
-        ), text, count=1)
-        text = re.sub(r"\n    listen \[::\]:\d+[^\n]*", "", text)
-        text = text.replace("listen 443 ssl http2;", f"listen 127.0.0.1:{https} ssl http2;")
-        return text.replace("listen 80;", f"listen 127.0.0.1:{services.free_port()};")
-
-    conf = nginx_conf(tmp_path, tls_dir, ["us-east.conf"], rewrite=local)
-    nginx = services.Service(
-        "nginx", [NGINX, "-c", str(conf), "-p", str(tmp_path), "-e", str(tmp_path / "error.log"), "-g", "daemon off;"],
-        env=dict(os.environ), port=https,
-    ).start()
+    nginx, https, _ = run_edge_nginx(tmp_path, tls_dir, [d1.port, d2.port], max_fails=1, fail_timeout="30s")
     alice, bob = make_user("alice"), make_user("bob")
     try:
         alice_header = cookie_header(alice)

@@ -42,7 +42,7 @@ class ResumingClient:
         self._server = 0
         self._gap_since: float | None = None
 
-    async def start(self) -> "ResumingClient":
+    async def start(self) -> ResumingClient:
         self._task = asyncio.get_running_loop().create_task(self._run())
         await asyncio.wait_for(self.connected.wait(), 20)
         return self
@@ -103,7 +103,7 @@ class ResumingClient:
                     finally:
                         checker.cancel()
                     self.closes.append(ws.close_code)
-            except (OSError, InvalidStatus, WebSocketException, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, InvalidStatus, WebSocketException) as exc:
                 self.closes.append(getattr(getattr(exc, "response", None), "status_code", None))
                 self._server += 1  # try the next server
             except Exception as exc:  # ticket issue while Redis is down, etc.

@@ -37,7 +37,8 @@ def render(event: dict[str, Any]) -> str:
     kind = event.get("type")
     room = event.get("room")
     if kind == "message":
-        return f"[{_clock(event.get('ts'))}] #{room} <{event.get('author')}> {event.get('body')}  (seq {event.get('seq')})"
+        when = _clock(event.get("ts"))
+        return f"[{when}] #{room} <{event.get('author')}> {event.get('body')}  (seq {event.get('seq')})"
     if kind == "joined":
         people = ", ".join(event.get("presence", []))
         reset = " (history reset)" if event.get("reset") else ""
@@ -123,7 +124,7 @@ class Client:
             except InvalidStatus as exc:
                 code = exc.response.status_code
                 self.say(f"! handshake refused: HTTP {code}")
-            except (OSError, WebSocketException, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, WebSocketException) as exc:
                 code = None
                 self.say(f"! connection failed: {type(exc).__name__}")
             self.ws = None
@@ -182,7 +183,7 @@ class Command(BaseCommand):
         try:
             # Typed (or piped) input starts once the room is joined, so nothing races the join.
             await asyncio.wait_for(client.joined.wait(), wait)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             client.say("! not joined yet; lines are sent once the connection is up")
         while True:
             line = await loop.run_in_executor(None, sys.stdin.readline)
