@@ -16,6 +16,7 @@ from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 
 from tests import services
@@ -74,11 +75,22 @@ def _clean_redis(redis_service: services.Service) -> Iterator[None]:
     import redis
 
     client = redis.Redis(port=redis_service.port)
-    # Sockets of the previous test may still be closing in a live Daphne (a browser context
-    # closes asynchronously); let them leave first, or their presence refresh would write
-    # their entries back after the flush below and leak into this test.
-    deadline = time.monotonic() + 8
-    while client.zcount("conns:all", time.time(), "+inf") and time.monotonic() < deadline:
+    # Sockets left by earlier tests on the session's live Daphne processes (a browser
+    # context closing asynchronously, a long-poll session awaiting its idle timeout) would
+    # refresh their presence after the flush below and leak events into this test. Close
+    # every one of them through the broadcast path, as a drain would, and let them leave.
+    client.publish("rt:everyone", msgpack.packb({"type": "realtime.control", "action": "close", "code": 4000}))
+    # Wait while that number is falling (up to 5 s); sockets that stay open are not waited for.
+    deadline = time.monotonic() + 5
+    last, since = None, time.monotonic()
+    while time.monotonic() < deadline:
+        count = client.zcount("conns:all", time.time(), "+inf")
+        if count == 0:
+            break
+        if count != last:
+            last, since = count, time.monotonic()
+        elif time.monotonic() - since > 1.0:
+            break
         time.sleep(0.1)
     doomed = [k for k in client.scan_iter(count=1000) if not k.startswith(b"_kombu.binding.")]
     for start in range(0, len(doomed), 500):

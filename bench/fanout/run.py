@@ -366,6 +366,16 @@ class Bench:
                 break
             s = self.step(server, target=target, msg_rate=msg_rate, duration=duration, mode=mode,
                           deliveries_per_msg=members, sockets_per_worker=sockets_per_worker)
+            if not s["passed"] and self.budget.ok(duration + cfg.drain_max + 5):
+                # One more try before a failure counts: on a shared machine a single stall (another
+                # process, a collector pause) can fail a step the server can sustain.
+                self.say(f"  {label:<22} {server.name:<8} {target:>7}/s    p99 {fmt(s['p99_ms'])} ms, loss "
+                         f"{100 * s['loss']:.2f}%: failed once, trying again")
+                self.settle(server)
+                first = s
+                s = self.step(server, target=target, msg_rate=msg_rate, duration=duration, mode=mode,
+                              deliveries_per_msg=members, sockets_per_worker=sockets_per_worker)
+                s["first_attempt"] = {k: first[k] for k in ("delivered_per_s", "p50_ms", "p99_ms", "loss", "passed")}
             steps.append(s)
             self.say(
                 f"  {label:<22} {server.name:<8} {target:>7}/s -> {s['delivered_per_s']:>9.0f}/s "
@@ -920,7 +930,8 @@ def project_code() -> dict[str, Any]:
     for path in sorted([*ROOT.glob("realtime/**/*.py"), *ROOT.glob("chat/**/*.py")]):
         digest.update(str(path.relative_to(ROOT)).encode())
         digest.update(path.read_bytes())
-    changed = [line[3:] for line in git("status", "--porcelain", "--", "realtime", "chat").splitlines()]
+    changed = [line.split(None, 1)[-1] for line in git("status", "--porcelain", "--", "realtime", "chat").splitlines()
+               if line.strip()]
     return {"commit": git("rev-parse", "--short", "HEAD"), "uncommitted_app_files": changed,
             "app_sources_sha256": digest.hexdigest()[:16]}
 

@@ -28,3 +28,17 @@ def test_encoding_size_report_runs():
                             timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "MessagePack saves" in result.stdout
+
+
+def test_soak_runs_and_checks_memory_loss_and_orphans(tmp_path):
+    """bench/soak.py (tiny): sockets chat in rooms; it reports memory, errors, loss and orphaned presence."""
+    out = tmp_path / "soak.json"
+    result = subprocess.run(
+        [sys.executable, "bench/soak.py", "--minutes", "0.15", "--sockets", "30", "--rooms", "5", "--rate", "20",
+         "--warmup", "1", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["loss"] == {"missing": 0, "duplicates": 0, "sockets_checked": 30}
+    assert data["errors"] == 0 and data["orphaned_presence_entries"] == 0
