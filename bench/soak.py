@@ -183,11 +183,12 @@ async def soak(args, daphne, cookies: list[str]) -> dict:
         now = time.monotonic()
         if now >= next_sample:
             cpu = cpu_seconds(pid)
-            samples.append({"t": round(now - t0, 1), "rss_mib": round(rss_mib(pid), 1),
-                            "cpu_pct": round(100 * (cpu - c0) / max(1e-9, now - (samples[-1]["_at"] if samples else t0)), 1),
-                            "_at": now})
+            since = samples[-1]["_at"] if samples else t0
+            sample = {"t": round(now - t0, 1), "rss_mib": round(rss_mib(pid), 1),
+                      "cpu_pct": round(100 * (cpu - c0) / max(1e-9, now - since), 1), "_at": now}
+            samples.append(sample)
             c0 = cpu
-            print(f"  t={samples[-1]['t']:6.0f} s  rss {samples[-1]['rss_mib']:7.1f} MiB  cpu {samples[-1]['cpu_pct']:5.1f}%"
+            print(f"  t={sample['t']:6.0f} s  rss {sample['rss_mib']:7.1f} MiB  cpu {sample['cpu_pct']:5.1f}%"
                   f"  sent {counters['sent']}  errors {counters['errors']}", flush=True)
             next_sample = now + 30
         i = rnd.randrange(len(sockets))
@@ -222,8 +223,9 @@ def report(r: dict) -> None:
           f"{r['messages_stored']} stored")
     print(f"  memory after warm-up {r['rss_after_warmup_mib']} MiB -> end {r['rss_end_mib']} MiB "
           f"({r['rss_growth_mib']:+} MiB, {r['rss_growth_pct']:+}%)")
+    loss = r["loss"]
     print(f"  errors {r['errors']}, unexpected closes {r['unexpected_closes']}, "
-          f"missing {r['loss']['missing']}, duplicates {r['loss']['duplicates']} over {r['loss']['sockets_checked']} sockets")
+          f"missing {loss['missing']}, duplicates {loss['duplicates']} over {loss['sockets_checked']} sockets")
     print(f"  presence entries left after all closed: {r['orphaned_presence_entries']}; "
           f"sockets still counted open: {r['open_sockets_left']}")
 

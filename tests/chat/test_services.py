@@ -68,7 +68,11 @@ class GroupListener:
         await self._listen.__aexit__(*exc)
 
     async def next(self, timeout: float = 5) -> dict[str, Any]:
-        return await asyncio.wait_for(self.queue.get(), timeout)
+        """The next chat event (presence traffic of other sockets is skipped)."""
+        while True:
+            message = await asyncio.wait_for(self.queue.get(), timeout)
+            if message.get("event", {}).get("type") != "presence":
+                return message
 
 
 # --- seq -------------------------------------------------------------------------
