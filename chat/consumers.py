@@ -128,8 +128,10 @@ class ChatConsumer(ProtocolConsumer):
             held = self.joining.pop(slug, [])
         for message in held:
             frames: dict[Any, Any] = {}
-            await self.hub_deliver(message, frames)
-            metrics.message_out(frames.get("sent", 0))
+            pending = self.hub_deliver(message, frames)
+            if pending is not None:
+                await pending
+            metrics.broadcast_sent(frames)
         if became_present and not rejoin:
             await broadcast.aroom_send(
                 slug, {"type": "presence", "room": slug, "joined": [self.username], "left": []},

@@ -90,7 +90,7 @@ class _QueueListener:
     def __init__(self) -> None:
         self.queue: asyncio.Queue = asyncio.Queue()
 
-    async def hub_deliver(self, message: dict[str, Any], frames: dict[Any, Any]) -> None:
+    def hub_deliver(self, message: dict[str, Any], frames: dict[Any, Any]) -> None:
         self.queue.put_nowait(message)
 
     def hub_resync(self) -> None:

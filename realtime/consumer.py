@@ -22,6 +22,7 @@ import asyncio
 import logging
 import secrets
 import weakref
+from collections.abc import Awaitable
 from typing import Any
 
 import sentry_sdk
@@ -47,6 +48,7 @@ from realtime.protocol import (
     registry,
 )
 from realtime.ratelimit import rate_take
+from realtime.wire import Wire, frame_for, wire_for
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +74,8 @@ class ProtocolConsumer(AsyncWebsocketConsumer):
     _strikes = 0
     _closing = False
     _topics: tuple[str, ...] = ()
+    #: Direct writes of pre-encoded broadcast frames (realtime.wire); None: the ASGI path.
+    _wire: Wire | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -113,6 +117,7 @@ class ProtocolConsumer(AsyncWebsocketConsumer):
             await self.close()  # before accept: HTTP 403; the client retries with backoff
             return
         await self.accept(subprotocol)
+        self._wire = wire_for(self.base_send)
         metrics.connection_opened(self)
         if not allowed:
             await self.close(CloseCode.TOO_MANY_CONNECTIONS)
@@ -212,39 +217,51 @@ class ProtocolConsumer(AsyncWebsocketConsumer):
 
     # --- Broadcasts (called by realtime.hub) ---------------------------------------------
 
-    async def hub_deliver(self, message: dict[str, Any], frames: dict[Any, Any]) -> None:
+    def hub_deliver(self, message: dict[str, Any], frames: dict[Any, Any]) -> Awaitable[None] | None:
         """A message published to one of this socket's topics.
 
         Events are filtered (excluded socket, the subclass's ``accepts``, event ids already
         delivered) and sent with the frame the hub encoded once for every socket of the
-        same encoding; controls run on their own task so the hub never waits on them.
+        same encoding: written directly (``realtime.wire``) when the socket allows, else
+        returned as the ASGI send for the caller to await. Controls run on their own task
+        so the hub never waits on them.
         """
         if self._closing:
-            return
+            return None
         kind = message.get("type")
         if kind == broadcast.CONTROL:
             asyncio.get_running_loop().create_task(self._control_safely(message))
-            return
+            return None
         if kind != broadcast.EVENT:
             metrics.layer_dropped("unknown_type")
-            return
+            return None
         if message.get("exclude") and message["exclude"] == self.conn_id:
-            return
+            return None
         if not self.accepts(message):
-            return
+            return None
         event = message["event"]
         event_id = event.get("event_id")
         if event_id is not None:
             if event_id in self._seen_ids:
-                return
+                return None
             self._seen_ids[event_id] = None
             if len(self._seen_ids) > SEEN_IDS_KEPT:
                 self._seen_ids.pop(next(iter(self._seen_ids)))
-        encoded = frames.get(self.codec)
+        codec = self.codec
+        encoded = frames.get(codec)
         if encoded is None:
-            encoded = frames[self.codec] = self.codec.encode(event)
-        frames["sent"] = frames.get("sent", 0) + 1  # counted once per message by the hub (metrics)
-        await self.base_send(encoded)
+            encoded = frames[codec] = codec.encode(event)
+        # Counted per message by the hub (metrics): "sent" in all, "direct" by realtime.wire.
+        frames["sent"] = frames.get("sent", 0) + 1
+        wire = self._wire
+        if wire is not None:
+            data = frames.get(codec.subprotocol)
+            if data is None:
+                data = frames[codec.subprotocol] = frame_for(encoded)
+            if wire.write(data):
+                frames["direct"] = frames.get("direct", 0) + 1
+                return None
+        return self.base_send(encoded)
 
     def accepts(self, message: dict[str, Any]) -> bool:
         """Whether to deliver a broadcast event (``message["room"]``: the room it was sent to)."""

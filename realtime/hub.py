@@ -23,6 +23,7 @@ import asyncio
 import logging
 import random
 import weakref
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
 import msgpack
@@ -41,7 +42,8 @@ PUBLISH_TIMEOUT = 5
 class Subscriber(Protocol):
     """What the hub needs from a socket (realtime.consumer.ProtocolConsumer)."""
 
-    async def hub_deliver(self, message: dict[str, Any], frames: dict[Any, Any]) -> None: ...
+    def hub_deliver(self, message: dict[str, Any], frames: dict[Any, Any]) -> Awaitable[None] | None:
+        """Deliver now, or return the send still to await (in order, before the next socket's)."""
 
     def hub_resync(self) -> None: ...
 
@@ -200,12 +202,13 @@ class Hub:
         frames: dict[Any, Any] = {}  # one encoded frame per encoding, shared by every socket
         for subscriber in list(members):
             try:
-                await subscriber.hub_deliver(message, frames)
+                pending = subscriber.hub_deliver(message, frames)
+                if pending is not None:
+                    await pending
             except Exception:
                 logger.warning("hub: delivery to a socket failed", exc_info=True)
-        sent = frames.get("sent", 0)
-        if sent:
-            metrics.message_out(sent)
+        if frames.get("sent"):
+            metrics.broadcast_sent(frames)
             metrics.fanout_observe(message.get("ts"))
 
 

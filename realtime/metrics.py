@@ -229,6 +229,11 @@ ACTIVE_CONNECTIONS = Gauge(
 )
 MESSAGES_IN = Counter("realtime_messages_in_total", "Frames received from clients.")
 MESSAGES_OUT = Counter("realtime_messages_out_total", "Events sent to clients.")
+BROADCAST_WRITES = Counter(
+    "realtime_broadcast_writes_total",
+    "Broadcast frames written to sockets: pre-encoded straight to the socket (direct) or through ASGI send.",
+    ("path",),
+)
 FANOUT_LATENCY = Histogram(
     "realtime_fanout_latency_seconds",
     "Time from a broadcast's publish to its delivery by a consumer (clocks of both hosts).",
@@ -324,6 +329,22 @@ def message_in() -> None:
 def message_out(count: int = 1) -> None:
     """Events are being sent to clients (``send_event``, or a broadcast to ``count`` sockets)."""
     MESSAGES_OUT.inc(count)
+
+
+def broadcast_sent(frames: dict[Any, Any]) -> None:
+    """One broadcast went out (the tallies ``ProtocolConsumer.hub_deliver`` kept in ``frames``).
+
+    ``sent`` sockets in all, ``direct`` of them by realtime.wire, the rest by ASGI send.
+    """
+    sent = frames.get("sent", 0)
+    if not sent:
+        return
+    MESSAGES_OUT.inc(sent)
+    direct = frames.get("direct", 0)
+    if direct:
+        BROADCAST_WRITES.inc(direct, path="direct")
+    if sent > direct:
+        BROADCAST_WRITES.inc(sent - direct, path="asgi")
 
 
 def _seconds(value: Any) -> float | None:

@@ -968,6 +968,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=20, help="bench users the project's sockets are spread over")
     parser.add_argument("--project-env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra environment for the project's Daphne (repeatable), e.g. to try a setting")
+    parser.add_argument("--members", default=None,
+                        help="S2 room sizes, comma-separated (default 10,100,1000; quick 10)")
     parser.add_argument("--budget", type=float, default=None, help="seconds for the scenarios (default 900; quick 50)")
     args = parser.parse_args(argv)
     scenarios = [s.strip().upper() for s in args.scenarios.split(",") if s.strip()]
@@ -979,6 +981,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown servers {sorted(set(names) - set(SERVERS))}")
     names = [n for n in SERVERS if n in names]
     cfg = Config.make(args.quick, args.load_procs, args.users, args.budget)
+    if args.members:
+        cfg.s2_members = [int(m) for m in args.members.split(",") if m.strip()]
 
     def on_term(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
