@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.sessions.backends.base import SessionBase
+from django.contrib.sessions.backends.db import SessionStore as DbSessionStore
 from django.core import signing
+from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 from django.utils.module_loading import import_string
 
@@ -117,23 +120,77 @@ def _session_belongs_to(session: SessionBase, user: AbstractBaseUser) -> bool:
     )
 
 
+#: One open socket's credentials as its handshake established them.
+SocketAuth = tuple[int, "str | None", str]  # (user id, session key or None, session auth hash)
+
+
 def socket_session_check(*, user_id: int, session_key: str | None, auth_hash: str) -> int | None:
     """Whether an open socket may stay open: None if so, else the close code to use.
 
-    Called from the consumer's periodic re-check and whenever the user's account
-    changes (realtime.signals): deactivation closes with FORBIDDEN; a log-out, a
-    password change or an expired session closes with SESSION_ENDED.
+    Called when the user's account changes (realtime.signals) and on a ``recheck``
+    control; the periodic re-check of every socket uses :func:`socket_sessions_check`.
+    Deactivation closes with FORBIDDEN; a log-out, a password change or an expired
+    session closes with SESSION_ENDED.
     """
-    user = get_user_model().objects.filter(pk=user_id).first()
-    if user is None or not user.is_active:
-        return CloseCode.FORBIDDEN
-    if not constant_time_compare(user.get_session_auth_hash(), auth_hash):
-        return CloseCode.SESSION_ENDED
-    if session_key is not None:
-        session = _session_store(session_key)
-        if not _session_belongs_to(session, user):
-            return CloseCode.SESSION_ENDED
-    return None
+    entry = (user_id, session_key, auth_hash)
+    return socket_sessions_check([entry])[entry]
+
+
+def socket_sessions_check(entries: Iterable[SocketAuth]) -> dict[SocketAuth, int | None]:
+    """:func:`socket_session_check` for many sockets at once, in two queries for the lot.
+
+    Sockets of one tab reload or of one user share entries; each distinct entry is
+    checked once. Sessions are read in one query when the engine keeps them in the
+    database (Django's default ``db``; ``cached_db`` too), else one by one.
+    """
+    from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY
+
+    entries = set(entries)
+    users = {u.pk: u for u in get_user_model().objects.filter(pk__in={e[0] for e in entries})}
+    sessions = _sessions_load({e[1] for e in entries if e[1] is not None})
+    verdicts: dict[SocketAuth, int | None] = {}
+    for entry in entries:
+        user_id, session_key, auth_hash = entry
+        user = users.get(user_id)
+        if user is None or not user.is_active:
+            verdicts[entry] = CloseCode.FORBIDDEN
+            continue
+        user_hash = user.get_session_auth_hash()
+        if not constant_time_compare(user_hash, auth_hash):
+            verdicts[entry] = CloseCode.SESSION_ENDED
+            continue
+        if session_key is not None:
+            data = sessions.get(session_key) or {}
+            if str(data.get(SESSION_KEY)) != str(user.pk) or not constant_time_compare(
+                data.get(HASH_SESSION_KEY, ""), user_hash
+            ):
+                verdicts[entry] = CloseCode.SESSION_ENDED
+                continue
+        verdicts[entry] = None
+    return verdicts
+
+
+def _sessions_load(keys: set[str]) -> dict[str, dict]:
+    """Session key -> its data, for the sessions that exist and have not expired."""
+    if not keys:
+        return {}
+    engine = import_string(settings.SESSION_ENGINE + ".SessionStore")
+    if issubclass(engine, DbSessionStore):
+        store = engine()
+        model = engine.get_model_class()
+        now = timezone.now()
+        found: dict[str, dict] = {}
+        ordered = sorted(keys)
+        for i in range(0, len(ordered), 500):  # well under SQLite's bound-parameter limit
+            for row in model.objects.filter(session_key__in=ordered[i : i + 500], expire_date__gt=now):
+                found[row.session_key] = store.decode(row.session_data)
+        return found
+    loaded = {}
+    for key in keys:
+        session = engine(key)
+        if session.exists(key):
+            loaded[key] = session.load()
+    return loaded
 
 
 def session_key_digest(session_key: str | None) -> str:

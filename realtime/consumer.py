@@ -34,7 +34,7 @@ from django.db import DatabaseError
 from redis.exceptions import RedisError
 
 from realtime import broadcast, drain, features, metrics, presence
-from realtime.auth import session_key_digest, socket_session_check
+from realtime.auth import SocketAuth, session_key_digest, socket_session_check, socket_sessions_check
 from realtime.hub import hub
 from realtime.protocol import (
     CloseCode,
@@ -54,6 +54,8 @@ logger = logging.getLogger(__name__)
 
 # How many pushed event ids each socket remembers, to drop redelivered pushes.
 SEEN_IDS_KEPT = 512
+# Sockets whose sessions the periodic re-check reads per database round trip.
+RECHECK_BATCH = 500
 
 
 class ProtocolConsumer(AsyncWebsocketConsumer):
@@ -306,11 +308,14 @@ class ProtocolConsumer(AsyncWebsocketConsumer):
 
     # --- Session re-check ---------------------------------------------------------------
 
+    def auth_entry(self) -> SocketAuth:
+        """What the handshake authenticated (realtime.auth re-checks it)."""
+        return (self.user.pk, self.scope.get("auth_session_key"), self.scope.get("auth_hash", ""))
+
     async def _recheck(self) -> None:
+        user_id, session_key, auth_hash = self.auth_entry()
         code = await database_sync_to_async(socket_session_check)(
-            user_id=self.user.pk,
-            session_key=self.scope.get("auth_session_key"),
-            auth_hash=self.scope.get("auth_hash", ""),
+            user_id=user_id, session_key=session_key, auth_hash=auth_hash
         )
         if code is not None and not self._closing:
             await self.close(code)
@@ -336,14 +341,26 @@ class _Rechecker:
     async def _forever(self) -> None:
         while self.sockets:
             await asyncio.sleep(settings.REALTIME["SESSION_RECHECK_SECONDS"])
-            for consumer in list(self.sockets):
-                if consumer._closing:
-                    self.sockets.discard(consumer)
-                    continue
-                try:
-                    await consumer._recheck()
-                except Exception:
-                    logger.warning("session re-check failed; will retry", exc_info=True)
+            try:
+                await self.check_all()
+            except Exception:
+                logger.warning("session re-check failed; will retry", exc_info=True)
+
+    async def check_all(self) -> None:
+        """Re-check every open socket, RECHECK_BATCH sockets per database round trip."""
+        live = []
+        for consumer in list(self.sockets):
+            if consumer._closing:
+                self.sockets.discard(consumer)
+            else:
+                live.append(consumer)
+        for i in range(0, len(live), RECHECK_BATCH):
+            batch = live[i : i + RECHECK_BATCH]
+            verdicts = await database_sync_to_async(socket_sessions_check)([c.auth_entry() for c in batch])
+            for consumer in batch:
+                code = verdicts[consumer.auth_entry()]
+                if code is not None and not consumer._closing:
+                    await consumer.close(code)
 
 
 _recheckers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Rechecker] = weakref.WeakKeyDictionary()
