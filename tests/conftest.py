@@ -167,6 +167,24 @@ def lobby(db: Any):
     return Room.objects.create(slug="lobby", title="Lobby", is_public=True)
 
 
+@pytest.fixture
+def alice(make_user: Any):
+    """The user ``alice``, in no room yet (some modules override her with a lobby member)."""
+    return make_user("alice")
+
+
+@pytest.fixture
+def bob(make_user: Any):
+    """The user ``bob``, in no room yet."""
+    return make_user("bob")
+
+
+@pytest.fixture
+def people(alice: Any, bob: Any, lobby: Any):
+    """alice and bob, with the public ``lobby`` to meet in."""
+    return alice, bob
+
+
 def session_cookie(user: Any) -> str:
     """A real session for ``user`` (logged in through Django's test client): the cookie value."""
     from django.test import Client

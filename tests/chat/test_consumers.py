@@ -52,16 +52,6 @@ async def join(comm: WebsocketCommunicator, room: str = "lobby", **extra: Any) -
     return await recv(comm, type_="joined")
 
 
-@pytest.fixture
-def alice(make_user):
-    return make_user("alice")
-
-
-@pytest.fixture
-def bob(make_user):
-    return make_user("bob")
-
-
 async def test_message_reaches_everyone_in_the_room_with_seq(alice, bob, lobby):
     """A message is stored with seq 1 and delivered to every member, the sender included."""
     a, b = await connect(alice), await connect(bob)

@@ -10,11 +10,6 @@ from tests.chat.test_consumers import connect, drain, join, recv
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def people(make_user, lobby):
-    return make_user("alice"), make_user("bob")
-
-
 async def post(comm, body: str) -> dict:
     await comm.send_json_to({"type": "message", "room": "lobby", "body": body})
     return await recv(comm, type_="message")

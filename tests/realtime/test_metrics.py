@@ -34,16 +34,6 @@ STRANGER = "203.0.113.7"
 SAMPLE = re.compile(r'^([a-z_]+)(\{[^}]*\})? (-?[0-9.e+-]+|\+Inf|NaN)$')
 
 
-@pytest.fixture
-def alice(make_user):
-    return make_user("alice")
-
-
-@pytest.fixture
-def bob(make_user):
-    return make_user("bob")
-
-
 def scrape(**extra: Any):
     return Client().get("/metrics", **extra)
 

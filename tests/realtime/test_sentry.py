@@ -80,11 +80,6 @@ def sentry_events() -> Iterator[CapturingTransport]:
         sentry_sdk.get_global_scope().set_client(previous)
 
 
-@pytest.fixture
-def alice(make_user):
-    return make_user("alice")
-
-
 async def _open(path: str, headers: list[tuple[bytes, bytes]]) -> WebsocketCommunicator:
     comm = WebsocketCommunicator(exploding_app, path, headers=headers)
     connected, _ = await comm.connect(timeout=5)

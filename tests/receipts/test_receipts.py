@@ -11,11 +11,6 @@ from tests.chat.test_consumers import connect, drain, join, recv
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def people(make_user, lobby):
-    return make_user("alice"), make_user("bob")
-
-
 async def test_read_position_reaches_every_tab_and_the_room_and_persists(people):
     """Marking read on one tab updates the user's other tab (read) and the room (receipt), and is stored."""
     alice, bob = people
