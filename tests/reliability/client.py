@@ -31,6 +31,7 @@ class ResumingClient:
         self.urls = urls  # ws://host:port ; tried in order, moving on after a failure
         self.room = room
         self.seqs: Counter[int] = Counter()  # every message seq shown to the user (must stay at 1 each)
+        self.shown: dict[int, str] = {}  # seq -> the body shown for it (the first that arrived)
         self.last_seq = 0  # tests start with an empty room
         self.pending: dict[str, dict[str, Any]] = {}
         self.closes: list[int | None] = []
@@ -134,6 +135,7 @@ class ResumingClient:
         elif kind == "message" and event.get("room") == self.room:
             seq = event["seq"]
             self.seqs[seq] = 1  # shown once, however often it arrives (resume overlaps live)
+            self.shown.setdefault(seq, event.get("body"))
             self.pending.pop(event.get("client_id"), None)
             contiguous = self.last_seq
             while self.seqs[contiguous + 1]:

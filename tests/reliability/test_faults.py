@@ -2,7 +2,7 @@
 
 Each test runs its own Redis and Daphne processes (so killing them harms no other
 test) against the shared test database, with two resuming clients (tests/reliability/
-client.py) chatting across two processes.
+client.py) chatting across two processes: alice on the first, bob on the second.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -39,15 +40,10 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(app_env):
+def cluster(app_env: dict[str, str]) -> Iterator[Cluster]:
     c = Cluster(app_env)
     yield c
     c.stop()
-
-
-@pytest.fixture
-def people(make_user, lobby):
-    return make_user("alice"), make_user("bob")
 
 
 async def chat(clients: list[ResumingClient], prefix: str, n: int) -> list[str]:
@@ -61,8 +57,14 @@ async def chat(clients: list[ResumingClient], prefix: str, n: int) -> list[str]:
     return bodies
 
 
-async def everyone_has_everything(clients: list[ResumingClient], sent: list[str], *, timeout: float = 40) -> None:
-    """Every message was stored once, and each client saw every seq exactly once."""
+async def everyone_has_everything(
+    clients: list[ResumingClient], sent: list[str], *, timeout: float = 40, in_order: bool = False
+) -> None:
+    """Every message was stored once, and each client saw every seq exactly once, with its body.
+
+    ``in_order``: also, each sender's messages got seqs in the order they were sent (true
+    when no send had to be retried).
+    """
     from chat.models import Message, Room
 
     for c in clients:
@@ -77,6 +79,11 @@ async def everyone_has_everything(clients: list[ResumingClient], sent: list[str]
     for c in clients:
         assert set(c.seqs) == set(range(1, last + 1)), f"{c.user}: missing {set(range(1, last + 1)) - set(c.seqs)}"
         assert all(count == 1 for count in c.seqs.values())
+        assert [c.shown[seq] for seq in range(1, last + 1)] == bodies, f"{c.user}: a seq showed another body"
+    if in_order:
+        for c in clients:
+            mine = f"-{c.user.username}-"
+            assert [b for b in bodies if mine in b] == [b for b in sent if mine in b], f"{c.user}: reordered"
 
 
 async def start_clients(cluster: Cluster, people: Any) -> list[ResumingClient]:
@@ -86,51 +93,71 @@ async def start_clients(cluster: Cluster, people: Any) -> list[ResumingClient]:
     return [a, b]
 
 
-async def test_redis_killed_and_restarted_mid_conversation_loses_nothing(cluster, people):
-    """SIGKILL Redis mid-conversation, start it again empty: both members end with every message once."""
+async def conversation_with_fault(
+    cluster: Cluster,
+    people: Any,
+    *,
+    begin: Callable[[], object],
+    end: Callable[[], object] | None = None,
+    hold: float = 1.0,
+    rounds: int = 3,
+    quiet: str | None = None,
+    in_order: bool = False,
+    timeout: float = 40,
+) -> list[ResumingClient]:
+    """Chat; ``begin`` a fault; chat on through it for ``hold`` seconds; ``end`` it; check; chat; check.
+
+    The first check comes before anyone speaks again, so no later message can reveal a
+    gap to a client: the chat must have recovered by itself. The second shows that it
+    goes on working. Each check: every message stored once, every member saw every seq
+    exactly once (everyone_has_everything). ``quiet``: the username of a member who
+    says nothing while the fault lasts. ``begin`` and ``end`` run in a thread (they may
+    block, as starting Redis does). Returns the (stopped) clients, for what they recorded.
+    """
     clients = await start_clients(cluster, people)
     try:
-        sent = await chat(clients, "before", 5)
-        cluster.redis.kill(signal.SIGKILL)
-        sent += await chat(clients, "during", 3)
-        await asyncio.sleep(1.0)
-        await sync_to_async(cluster.redis.start)()
-        sent += await chat(clients, "after", 5)
-        await everyone_has_everything(clients, sent)
+        sent = await chat(clients, "before", rounds)
+        await sync_to_async(begin)()
+        try:
+            talkers = [c for c in clients if c.user.get_username() != quiet]
+            sent += await chat(talkers, "during", rounds)
+            await asyncio.sleep(hold)
+        finally:
+            if end is not None:
+                await sync_to_async(end)()
+        await everyone_has_everything(clients, sent, timeout=timeout, in_order=in_order)
+        sent += await chat(clients, "after", rounds)
+        await everyone_has_everything(clients, sent, timeout=timeout, in_order=in_order)
     finally:
         for c in clients:
             await c.stop()
+    return clients
+
+
+# --- processes die or freeze ---------------------------------------------------------
+
+
+async def test_redis_killed_and_restarted_mid_conversation_loses_nothing(cluster, people):
+    """SIGKILL Redis mid-conversation, start it again empty: both members end with every message once."""
+    await conversation_with_fault(
+        cluster, people, begin=lambda: cluster.redis.kill(signal.SIGKILL), end=cluster.redis.start, rounds=5
+    )
 
 
 async def test_redis_frozen_for_ten_seconds_then_resumed_loses_nothing(cluster, people):
     """SIGSTOP Redis for 10 s mid-conversation, then SIGCONT: everything arrives once."""
-    clients = await start_clients(cluster, people)
-    try:
-        sent = await chat(clients, "before", 3)
-        cluster.redis.kill(signal.SIGSTOP)
-        try:
-            sent += await chat(clients, "frozen", 2)
-            await asyncio.sleep(10)
-        finally:
-            cluster.redis.kill(signal.SIGCONT)
-        sent += await chat(clients, "after", 3)
-        await everyone_has_everything(clients, sent, timeout=60)
-    finally:
-        for c in clients:
-            await c.stop()
+    await conversation_with_fault(
+        cluster, people, begin=lambda: cluster.redis.kill(signal.SIGSTOP),
+        end=lambda: cluster.redis.kill(signal.SIGCONT), hold=10, timeout=60,
+    )
 
 
 async def test_daphne_killed_with_clients_on_it_they_move_and_resume(cluster, people):
     """SIGKILL the process alice is on: she moves to the other one, resumes, and presence heals."""
-    clients = await start_clients(cluster, people)
-    try:
-        sent = await chat(clients, "before", 3)
-        cluster.d1.kill(signal.SIGKILL)
-        sent += await chat(clients, "after", 3)
-        await everyone_has_everything(clients, sent)
-    finally:
-        for c in clients:
-            await c.stop()
+    await conversation_with_fault(cluster, people, begin=lambda: cluster.d1.kill(signal.SIGKILL), hold=0)
+
+
+# --- the database fails -------------------------------------------------------------------
 
 
 async def test_locked_database_fails_the_write_clearly_and_sends_nothing_half_done(app_env, people):
