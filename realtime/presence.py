@@ -145,13 +145,22 @@ def presence_snapshot() -> dict[str, list[str]]:
 
 
 async def presence_sweep() -> dict[str, list[str]]:
-    """Expire stale entries in every room and announce who left; returns that."""
+    """Expire stale entries in every room and announce who left; returns that.
+
+    One round trip for all rooms (a pipeline of the sweep script, run by its SHA).
+    """
     r = redis_async()
     now = time.time()
+    rooms = sorted(raw.decode() for raw in await r.smembers(ROOMS_KEY))
+    if not rooms:
+        return {}
+    sweep = r.register_script(_SWEEP)
+    async with r.pipeline(transaction=False) as pipe:
+        for room in rooms:
+            await sweep(keys=[_conns_key(room), _users_key(room), ROOMS_KEY], args=[now, room], client=pipe)
+        results = await pipe.execute()
     departed: dict[str, list[str]] = {}
-    for raw in await r.smembers(ROOMS_KEY):
-        room = raw.decode()
-        gone = await r.eval(_SWEEP, 3, _conns_key(room), _users_key(room), ROOMS_KEY, now, room)
+    for room, gone in zip(rooms, results, strict=True):
         if gone:
             names = sorted(g.decode() for g in gone)
             departed[room] = names
@@ -231,27 +240,40 @@ class _Tracker:
     async def refresh(self) -> None:
         """Push every local entry's expiry forward, re-adding any that was swept meanwhile.
 
-        An entry can be swept while its socket is alive when Redis or this process
-        stalled for longer than the TTL; re-adding it announces the user again.
+        One ``ZADD XX CH`` per room moves every entry of this process's sockets at once;
+        only when it moved fewer than it was given (an entry was swept while its socket
+        is alive: Redis or this process stalled past the TTL) are that room's entries
+        re-added one by one with the join script, which announces the user again.
         """
         r = redis_async()
         expiry = time.time() + _ttl()
-        for room, members in list(self.rooms.items()):
-            snapshot = list(members)
+        rooms = [(room, list(members)) for room, members in list(self.rooms.items()) if members]
+        if rooms:
             async with r.pipeline(transaction=False) as pipe:
-                for member in snapshot:
-                    username = member.rsplit("|", 1)[0]
-                    pipe.eval(_JOIN, 3, _conns_key(room), _users_key(room), ROOMS_KEY, member, username, expiry, room)
-                results = await pipe.execute()
-            back = sorted({m.rsplit("|", 1)[0] for m, became in zip(snapshot, results, strict=True) if became})
-            if back:
-                await broadcast.aroom_send(room, {"type": "presence", "room": room, "joined": back, "left": []})
+                for room, snapshot in rooms:
+                    pipe.zadd(_conns_key(room), dict.fromkeys(snapshot, expiry), xx=True, ch=True)
+                moved = await pipe.execute()
+            for (room, snapshot), count in zip(rooms, moved, strict=True):
+                if count < len(snapshot):
+                    await self._rejoin(r, room, snapshot, expiry)
+        connections = [(user_id, list(conns)) for user_id, conns in list(self.connections.items()) if conns]
+        if connections:
+            async with r.pipeline(transaction=False) as pipe:
+                for user_id, conns in connections:
+                    pipe.zadd(_user_conns_key(user_id), dict.fromkeys(conns, expiry))
+                pipe.zadd(ALL_CONNS_KEY, {f"{user_id}:{c}": expiry for user_id, conns in connections for c in conns})
+                await pipe.execute()
+
+    @staticmethod
+    async def _rejoin(r, room: str, snapshot: list[str], expiry: float) -> None:
         async with r.pipeline(transaction=False) as pipe:
-            for user_id, conns in list(self.connections.items()):
-                for conn in list(conns):
-                    pipe.zadd(_user_conns_key(user_id), {conn: expiry})
-                    pipe.zadd(ALL_CONNS_KEY, {f"{user_id}:{conn}": expiry})
-            await pipe.execute()
+            for member in snapshot:
+                username = member.rsplit("|", 1)[0]
+                pipe.eval(_JOIN, 3, _conns_key(room), _users_key(room), ROOMS_KEY, member, username, expiry, room)
+            results = await pipe.execute()
+        back = sorted({m.rsplit("|", 1)[0] for m, became in zip(snapshot, results, strict=True) if became})
+        if back:
+            await broadcast.aroom_send(room, {"type": "presence", "room": room, "joined": back, "left": []})
 
     async def _refresh_forever(self) -> None:
         while True:
