@@ -14,7 +14,8 @@ Loss: pub/sub does not queue for a subscriber that is away. When the connection 
 Redis breaks, the hub reconnects with backoff, subscribes to every topic again, and
 asks each local socket to *resync*: re-send, per joined room, what was committed
 after the last seq it delivered (chat.consumers). Nothing committed is lost; the
-database stays the source of truth.
+database stays the source of truth. A connection that goes silent without breaking
+(a partition that resets nothing) counts as broken once Redis leaves a PING unanswered.
 """
 
 from __future__ import annotations
@@ -37,6 +38,14 @@ logger = logging.getLogger(__name__)
 PREFIX = "rt:"
 # A publish that Redis does not answer within this many seconds fails (and is reported).
 PUBLISH_TIMEOUT = 5
+# A pub/sub connection only reads, so a partition that resets nothing (a dropped route,
+# a dead NAT entry) leaves it waiting forever while what is published meanwhile is lost
+# to this process. The reader pings Redis after PING_INTERVAL quiet seconds and gives
+# the connection up when the answer is PONG_TIMEOUT seconds late
+# (tests/reliability/test_faults.py, the silent partition).
+PING_INTERVAL = 5.0
+PONG_TIMEOUT = 5.0
+PING_TOKEN = "realtime-hub"
 
 
 class Subscriber(Protocol):
@@ -146,7 +155,8 @@ class Hub:
         attempt = 0
         first = True
         while True:
-            client = new_async_client(socket_connect_timeout=5, health_check_interval=15)
+            # socket_timeout: the handshake of a new connection must not wait forever either.
+            client = new_async_client(socket_connect_timeout=5, socket_timeout=PONG_TIMEOUT, health_check_interval=15)
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
                 # Subscribe to a private topic first, so the connection exists even with no topics.
@@ -162,12 +172,26 @@ class Hub:
                     self._resync_all()
                 first = False
                 attempt = 0
+                loop = asyncio.get_running_loop()
+                pong_due: float | None = None
                 while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=15.0)
+                    wait = PING_INTERVAL if pong_due is None else max(0.1, pong_due - loop.time())
+                    asked = loop.time()
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=wait)
                     if message is None:
-                        await pubsub.ping()  # a silent dead connection fails here
+                        if loop.time() - asked < wait - 0.01:
+                            continue  # it read a (un)subscribe confirmation: not quiet, maybe a backlog
+                        if pong_due is not None:
+                            raise ConnectionError(f"Redis left a PING unanswered for {PONG_TIMEOUT} s")
+                        await pubsub.ping(PING_TOKEN)  # only sends; the answer comes as a message
+                        pong_due = loop.time() + PONG_TIMEOUT
                         continue
-                    if message.get("type") != "message":
+                    kind = message.get("type")
+                    if kind == "pong":
+                        if message.get("data") in (PING_TOKEN, PING_TOKEN.encode()):
+                            pong_due = None
+                        continue
+                    if kind != "message":
                         continue
                     channel = message["channel"]
                     topic = (channel.decode() if isinstance(channel, bytes) else channel)[len(PREFIX):]
