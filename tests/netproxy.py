@@ -72,6 +72,11 @@ class Proxy:
     async def _shutdown(self) -> None:
         self._server.close()
         await self._close_all()
+        # Let the connections' tasks see their sockets closed and end: the loop stops next,
+        # and a task it leaves pending is reported as destroyed when the interpreter exits.
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=2)
 
     async def _close_all(self) -> int:
         closed = len(self._writers)
