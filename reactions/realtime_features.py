@@ -64,7 +64,7 @@ reactions.event(
 @reactions.on_join
 async def snapshot(ctx: Context, room: str, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     def load() -> list[dict[str, Any]]:
-        target = Room.objects.get(slug=room)
+        target = ctx.joined_room(room) or Room.objects.get(slug=room)
         return selectors.reactions_recent(room=target, since_seq=max(0, target.last_seq - RECENT), user=ctx.user)
 
     items = await database_sync_to_async(load)()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.db.models import Count
+from django.db.models import Count, Q
 
 from chat.models import Room
 from reactions.models import Reaction
@@ -14,16 +14,11 @@ def reactions_recent(*, room: Room, since_seq: int, user: AbstractBaseUser) -> l
     rows = (
         Reaction.objects.filter(message__room=room, message__seq__gt=since_seq, message__deleted_at__isnull=True)
         .values("message_id", "message__seq", "emoji")
-        .annotate(count=Count("id"))
+        .annotate(count=Count("id"), mine=Count("id", filter=Q(user=user)))
         .order_by("message__seq", "emoji")
-    )
-    mine = set(
-        Reaction.objects.filter(message__room=room, message__seq__gt=since_seq, user=user).values_list(
-            "message_id", "emoji"
-        )
     )
     return [
         {"id": r["message_id"], "seq": r["message__seq"], "emoji": r["emoji"], "count": r["count"],
-         "mine": (r["message_id"], r["emoji"]) in mine}
+         "mine": r["mine"] > 0}
         for r in rows
     ]

@@ -206,11 +206,15 @@ class ProtocolConsumer(AsyncWebsocketConsumer):
     # --- Outgoing ----------------------------------------------------------------------
 
     async def send_event(self, event: dict[str, Any]) -> None:
-        """Encode and send one protocol event to this socket."""
+        """Encode and send one protocol event to this socket (directly when it has a wire)."""
         if self._closing:
             return
         metrics.message_out()
-        await self.base_send(self.codec.encode(event))
+        message = self.codec.encode(event)
+        wire = self._wire
+        if wire is not None and wire.write(frame_for(message)):
+            return
+        await self.base_send(message)
 
     async def close(self, code: int | None = None, reason: str | None = None) -> None:
         """Close the socket (once)."""

@@ -45,6 +45,10 @@ class Context:
         """The rooms this socket has joined."""
         return frozenset(getattr(self._consumer, "rooms", {}))
 
+    def joined_room(self, room: str) -> Any:
+        """The joined room's model as the join loaded it (None if not joined); saves a query."""
+        return getattr(self._consumer, "room_models", {}).get(room)
+
     def require_joined(self, room: str) -> None:
         """Refuse (``not_joined``) unless this socket joined ``room``."""
         if room not in self.rooms:

@@ -50,7 +50,7 @@ receipts.event(
 @receipts.on_join
 async def snapshot(ctx: Context, room: str, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     def load() -> tuple[int, list[dict[str, Any]]]:
-        target = Room.objects.get(slug=room)
+        target = ctx.joined_room(room) or Room.objects.get(slug=room)
         return selectors.read_seq(room=target, user=ctx.user), selectors.read_positions(room=target)
 
     mine, positions = await database_sync_to_async(load)()
