@@ -35,6 +35,7 @@ class ResumingClient:
         self.last_seq = 0  # tests start with an empty room
         self.pending: dict[str, dict[str, Any]] = {}
         self.closes: list[int | None] = []
+        self.opened = 0  # sockets opened: 1 if the first one lasted to the end
         self.errors: list[dict[str, Any]] = []
         self.connected = asyncio.Event()
         self.ws: Any = None
@@ -95,6 +96,7 @@ class ResumingClient:
                     open_timeout=5, close_timeout=2, **extra,
                 ) as ws:
                     self.ws = ws
+                    self.opened += 1
                     attempt = 0
                     await self._join()
                     checker = asyncio.get_running_loop().create_task(self._gap_checker())

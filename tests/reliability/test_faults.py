@@ -3,6 +3,10 @@
 Each test runs its own Redis and Daphne processes (so killing them harms no other
 test) against the shared test database, with two resuming clients (tests/reliability/
 client.py) chatting across two processes: alice on the first, bob on the second.
+
+The partition tests put a fault-injecting proxy (tests/netproxy.py) on each process's
+link to Redis: the app's ``REDIS_URL`` names its proxy, while the test and its checks
+read the database (and could read Redis) directly, past the fault.
 """
 
 from __future__ import annotations
@@ -19,29 +23,50 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from tests import services
+from tests.netproxy import Proxy
 from tests.reliability.client import ResumingClient
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
 
 class Cluster:
-    """A Redis and two Daphne processes of their own."""
+    """A Redis and two Daphne processes of their own.
 
-    def __init__(self, app_env: dict[str, str], **env: str) -> None:
+    With ``links``, each Daphne reaches Redis through a proxy of its own: ``links[0]``
+    carries the first process's traffic (alice's), ``links[1]`` the second's (bob's).
+    """
+
+    def __init__(self, app_env: dict[str, str], *, links: bool = False, **env: str) -> None:
         self.redis = services.redis_service().start()
-        url = f"redis://127.0.0.1:{self.redis.port}/0"
-        self.env = {**app_env, "REDIS_URL": url, "CELERY_BROKER_URL": url, **env}
-        self.d1 = services.daphne_service(self.env).start()
-        self.d2 = services.daphne_service(self.env).start()
+        self.links = [Proxy(upstream_port=self.redis.port).start() for _ in range(2)] if links else []
+        ports = [link.port for link in self.links] or [self.redis.port] * 2
+
+        def app_env_via(port: int) -> dict[str, str]:
+            url = f"redis://127.0.0.1:{port}/0"
+            return {**app_env, "REDIS_URL": url, "CELERY_BROKER_URL": url, **env}
+
+        self.d1 = services.daphne_service(app_env_via(ports[0])).start()
+        self.d2 = services.daphne_service(app_env_via(ports[1])).start()
 
     def stop(self) -> None:
-        for service in (self.d1, self.d2, self.redis):
+        for service in (self.d1, self.d2):
             service.stop()
+        for link in self.links:
+            link.stop()
+        self.redis.stop()
 
 
 @pytest.fixture
 def cluster(app_env: dict[str, str]) -> Iterator[Cluster]:
     c = Cluster(app_env)
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def proxied_cluster(app_env: dict[str, str]) -> Iterator[Cluster]:
+    """A cluster whose Daphnes reach Redis only through ``cluster.links``."""
+    c = Cluster(app_env, links=True)
     yield c
     c.stop()
 
@@ -134,6 +159,21 @@ async def conversation_with_fault(
     return clients
 
 
+def round_trip(link: Proxy, *, timeout: float = 2.0) -> float | None:
+    """Seconds a new client takes to connect and PING Redis through ``link``; None without an answer."""
+    import redis
+
+    client = redis.Redis(port=link.port, socket_timeout=timeout, socket_connect_timeout=timeout)
+    started = time.monotonic()
+    try:
+        client.ping()
+    except redis.TimeoutError:
+        return None
+    finally:
+        client.close()
+    return time.monotonic() - started
+
+
 # --- processes die or freeze ---------------------------------------------------------
 
 
@@ -155,6 +195,77 @@ async def test_redis_frozen_for_ten_seconds_then_resumed_loses_nothing(cluster, 
 async def test_daphne_killed_with_clients_on_it_they_move_and_resume(cluster, people):
     """SIGKILL the process alice is on: she moves to the other one, resumes, and presence heals."""
     await conversation_with_fault(cluster, people, begin=lambda: cluster.d1.kill(signal.SIGKILL), hold=0)
+
+
+# --- the network between the app and Redis fails ----------------------------------------
+
+
+async def test_every_redis_connection_reset_mid_conversation_loses_nothing(proxied_cluster, people):
+    """Every app↔Redis connection reset, twice, mid-conversation: the chat recovers by itself, nothing lost or repeated.
+
+    The first cut lands while the last messages before it are still being stored and
+    published; the second, a second later, hits the connections made to recover.
+    """
+    links = proxied_cluster.links
+
+    def cut_every_link() -> None:
+        assert all([link.cut() > 0 for link in links]), "the app's Redis connections go through the links"
+
+    def cut_again() -> None:
+        for link in links:
+            link.cut()
+
+    clients = await conversation_with_fault(proxied_cluster, people, begin=cut_every_link, end=cut_again)
+    assert [c.opened for c in clients] == [1, 1], "no member's socket had to reconnect"
+
+
+async def test_redis_links_slowed_by_200_ms_each_way_lose_reorder_and_repeat_nothing(proxied_cluster, people):
+    """200 ms added each way on every app↔Redis link for 5 s mid-conversation: each message arrives once, in order."""
+    links = proxied_cluster.links
+
+    def slow(delay: float) -> Callable[[], None]:
+        def set_delay() -> None:
+            for link in links:
+                assert link.connections > 0, "the app's Redis connections go through the link"
+                link.delay = delay
+
+        return set_delay
+
+    def slow_down() -> None:
+        slow(0.2)()
+        # Connecting and one PING: two round trips, each at least 2 × 200 ms.
+        assert (round_trip(links[0], timeout=10) or 0) >= 0.8
+
+    clients = await conversation_with_fault(
+        proxied_cluster, people, begin=slow_down, end=slow(0.0), hold=5, in_order=True
+    )
+    assert [c.opened for c in clients] == [1, 1], "no member's socket had to reconnect"
+
+
+async def test_silent_partition_from_redis_is_noticed_and_healed_without_new_messages(proxied_cluster, people):
+    """alice's process loses Redis for 10 s without a reset; bob talks on: after it heals she has all, unprompted.
+
+    Her process's link forwards nothing and answers nothing (a dropped route, not a
+    closed socket), so only the hub's own health check can notice that its pub/sub
+    connection went deaf. bob's process still reaches Redis, so his messages are
+    committed and published during the partition and never reach alice's process.
+    alice says nothing meanwhile, and nobody speaks after the heal before the first
+    check: no later seq can reveal the gap to her client; her process must resync.
+    """
+    link = proxied_cluster.links[0]
+
+    def partition() -> None:
+        assert link.connections > 0, "the app's Redis connections go through the link"
+        link.blackhole = True
+        assert round_trip(link, timeout=1.0) is None, "nothing comes back through the link"
+
+    def heal() -> None:
+        link.blackhole = False
+
+    clients = await conversation_with_fault(
+        proxied_cluster, people, begin=partition, end=heal, hold=9, quiet="alice", timeout=60
+    )
+    assert clients[0].opened == 1, "alice stayed on her process: it caught her up by itself"
 
 
 # --- the database fails -------------------------------------------------------------------
