@@ -17,7 +17,8 @@ a thread that ``sync_to_async`` started (Django views, consumers' database calls
 sync functions run on the server's own event loop; anywhere else (Celery workers,
 management commands) they run on one long-lived background loop per process, so a
 push never pays for a new event loop and a new Redis connection
-(tests/realtime/test_broadcast.py proves the reuse).
+(tests/realtime/test_push.py proves the reuse; tests/realtime/test_broadcast.py the
+commit order).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import logging
 import os
 import threading
 import time
+import weakref
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
@@ -197,16 +200,79 @@ def _safely(fn: Callable[[], None]) -> Callable[[], None]:
     return hook
 
 
+def _after_commit(group: str, message: dict[str, Any]) -> None:
+    """Publish a committed change: queued on the server's loop, else sent synchronously.
+
+    On a server thread (a consumer's or view's database call) the commit hook only
+    queues the message on the server's loop (:class:`_Outbox`) and returns: the one
+    database thread does not wait for a Redis round trip per message, and a Redis
+    outage does not hold every other query of the process for the publish timeout.
+    Elsewhere (Celery, management commands) it publishes before returning.
+    """
+    if _in_server_thread():
+        loop = SyncToAsync.threadlocal.main_event_loop
+        loop.call_soon_threadsafe(_outbox_put, loop, group, message)
+    else:
+        run_sync(lambda: apublish(group, message))
+
+
 def room_send_on_commit(slug: str, event: dict[str, Any]) -> None:
     """Send to a room once the current transaction commits (never if it rolls back)."""
-    transaction.on_commit(_safely(lambda: room_send(slug, event)))
+    transaction.on_commit(_safely(lambda: _after_commit(
+        room_group(slug), {"type": EVENT, "event": event, "exclude": None, "room": slug, "ts": time.time()}
+    )))
 
 
 def user_send_on_commit(user_id: int, event: dict[str, Any]) -> None:
     """Send to a user's sockets once the current transaction commits."""
-    transaction.on_commit(_safely(lambda: user_send(user_id, event)))
+    transaction.on_commit(_safely(lambda: _after_commit(
+        user_group(user_id), {"type": EVENT, "event": event, "ts": time.time()}
+    )))
 
 
 def user_control_on_commit(user_id: int, action: str, **params: Any) -> None:
     """Send a control to a user's sockets once the current transaction commits."""
-    transaction.on_commit(_safely(lambda: user_control(user_id, action, **params)))
+    transaction.on_commit(_safely(lambda: _after_commit(
+        user_group(user_id), {"type": CONTROL, "action": action, **params}
+    )))
+
+
+class _Outbox:
+    """Messages committed on this server's threads, published in commit order.
+
+    One task drains the queue; what accumulated while it waited on Redis goes out in
+    one pipelined round trip, in order (a room's seqs are published in the order they
+    were committed, as clients and ``ChatConsumer.accepts`` expect).
+    """
+
+    BATCH = 256
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.pending: deque[tuple[str, dict[str, Any]]] = deque()
+        self.task: asyncio.Task | None = None
+
+    def put(self, group: str, message: dict[str, Any]) -> None:
+        self.pending.append((group, message))
+        if self.task is None or self.task.done():
+            self.task = self.loop.create_task(self._drain(), name="realtime-outbox")
+
+    async def _drain(self) -> None:
+        while self.pending:
+            batch = [self.pending.popleft() for _ in range(min(len(self.pending), self.BATCH))]
+            try:
+                await hub().publish_many(batch)
+            except Exception:
+                metrics.layer_error("publish")
+                logger.exception("broadcast after commit failed (%d messages)", len(batch))
+
+
+_outboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Outbox] = weakref.WeakKeyDictionary()
+
+
+def _outbox_put(loop: asyncio.AbstractEventLoop, group: str, message: dict[str, Any]) -> None:
+    """On ``loop``: queue a committed message on its outbox."""
+    outbox = _outboxes.get(loop)
+    if outbox is None:
+        outbox = _outboxes[loop] = _Outbox(loop)
+    outbox.put(group, message)

@@ -127,6 +127,13 @@ class Hub:
         """Publish to every process; returns how many processes were subscribed."""
         return await self.publisher.publish(PREFIX + topic, pack(message))
 
+    async def publish_many(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
+        """Publish several messages, in order, in one round trip."""
+        async with self.publisher.pipeline(transaction=False) as pipe:
+            for topic, message in messages:
+                pipe.publish(PREFIX + topic, pack(message))
+            await pipe.execute()
+
     async def count(self, topic: str) -> int:
         """How many processes subscribe to ``topic`` (PUBSUB NUMSUB)."""
         result = await self.publisher.pubsub_numsub(PREFIX + topic)
