@@ -86,6 +86,23 @@ class ProtocolConsumer(AsyncWebsocketConsumer):
 
     # --- ASGI plumbing -----------------------------------------------------------
 
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """channels' ``AsyncConsumer.__call__`` for a consumer without a channel layer.
+
+        channels waits on its receive callables through ``await_many_dispatch``: a new
+        task and an ``asyncio.wait`` per frame, and one more pending task per open socket.
+        With only the client to listen to, awaiting ``receive`` in this task does the same
+        (S1 echo and S0 memory in bench/fanout).
+        """
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
+        try:
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
+
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Route ASGI messages by an explicit list; anything else is logged and dropped."""
         kind = message.get("type")
