@@ -58,33 +58,14 @@ SEEN_IDS_KEPT = 512
 RECHECK_BATCH = 500
 
 
-class ProtocolConsumer(AsyncWebsocketConsumer):
-    """A WebSocket consumer that speaks the protocol of ``realtime.protocol``."""
+class LayerlessConsumer(AsyncWebsocketConsumer):
+    """An ``AsyncWebsocketConsumer`` that listens to its client only.
 
-    #: The message types this consumer understands.
-    registry: Registry = registry
-    #: Client message type -> name of the coroutine method that handles it.
-    handlers: dict[str, str] = {}
+    No channel-layer queue per socket (broadcasts arrive through the process's hub,
+    realtime.hub): no Redis channel, no receive task and no buffers for it.
+    """
 
-    #: No channel-layer queue per socket: broadcasts arrive through the process's hub
-    #: (realtime.hub), which saves a Redis channel, a receive task and its buffers per socket.
     channel_layer_alias = "__no_channel_layer__"
-
-    codec = JsonCodec
-    conn_id = ""
-    user: Any = None
-    _strikes = 0
-    _closing = False
-    _topics: tuple[str, ...] = ()
-    #: Direct writes of pre-encoded broadcast frames (realtime.wire); None: the ASGI path.
-    _wire: Wire | None = None
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # Ids of pushed events already delivered (insertion-ordered, bounded).
-        self._seen_ids: dict[str, None] = {}
-
-    # --- ASGI plumbing -----------------------------------------------------------
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """channels' ``AsyncConsumer.__call__`` for a consumer without a channel layer.
@@ -104,7 +85,12 @@ class ProtocolConsumer(AsyncWebsocketConsumer):
             pass
 
     async def dispatch(self, message: dict[str, Any]) -> None:
-        """Route ASGI messages by an explicit list; anything else is logged and dropped."""
+        """Route ASGI messages by an explicit list; anything else is logged and dropped.
+
+        (channels' dispatch derives a method name from the type and runs
+        ``close_old_connections`` in a thread for every frame; connections here are
+        persistent, CONN_MAX_AGE.)
+        """
         kind = message.get("type")
         if kind == "websocket.receive":
             await self.websocket_receive(message)
@@ -115,6 +101,31 @@ class ProtocolConsumer(AsyncWebsocketConsumer):
         else:
             logger.warning("dropped a layer message of unknown type %r", kind)
             metrics.layer_dropped("unknown_type")
+
+
+class ProtocolConsumer(LayerlessConsumer):
+    """A WebSocket consumer that speaks the protocol of ``realtime.protocol``."""
+
+    #: The message types this consumer understands.
+    registry: Registry = registry
+    #: Client message type -> name of the coroutine method that handles it.
+    handlers: dict[str, str] = {}
+
+    codec = JsonCodec
+    conn_id = ""
+    user: Any = None
+    _strikes = 0
+    _closing = False
+    _topics: tuple[str, ...] = ()
+    #: Direct writes of pre-encoded broadcast frames (realtime.wire); None: the ASGI path.
+    _wire: Wire | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Ids of pushed events already delivered (insertion-ordered, bounded).
+        self._seen_ids: dict[str, None] = {}
+
+    # --- ASGI plumbing -----------------------------------------------------------
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
         """Accept an authenticated socket (the handshake middleware already checked it)."""

@@ -6,10 +6,10 @@ needed, but the Origin must be one of ours (``OriginGuard`` in ``realtime.asgi``
 
 from __future__ import annotations
 
-from channels.generic.websocket import AsyncWebsocketConsumer
+from realtime.consumer import LayerlessConsumer
 
 
-class EchoConsumer(AsyncWebsocketConsumer):
+class EchoConsumer(LayerlessConsumer):
     """Echo every frame back as it came."""
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
