@@ -46,6 +46,8 @@ PUBLISH_TIMEOUT = 5
 PING_INTERVAL = 5.0
 PONG_TIMEOUT = 5.0
 PING_TOKEN = "realtime-hub"
+# How long a subscribe waits for Redis to confirm it before going on regardless.
+SUBSCRIBE_WAIT = 5.0
 
 
 class Subscriber(Protocol):
@@ -77,30 +79,63 @@ class Hub:
         self.reader: asyncio.Task | None = None
         self.connected = asyncio.Event()
         self.reconnects = 0
+        # Topic -> Redis's confirmation of this process's SUBSCRIBE, while it is awaited.
+        self._confirmations: dict[str, asyncio.Future] = {}
 
     # --- subscriptions -------------------------------------------------------------
 
     async def subscribe(self, topic: str, subscriber: Subscriber) -> None:
-        """Deliver ``topic``'s messages to ``subscriber`` (subscribing this process on first use)."""
+        """Deliver ``topic``'s messages to ``subscriber`` (subscribing this process on first use).
+
+        Returns once Redis confirmed the subscription (or after SUBSCRIBE_WAIT seconds):
+        a caller that reads the database next (a join reading history) then sees every
+        message committed later arrive live. Returning when SUBSCRIBE was merely sent
+        would leave a window, as long as the round trip to Redis, in which a message
+        published meanwhile reaches neither.
+        """
         members = self.topics.get(topic)
         if members is not None:
             members.add(subscriber)
+            pending = self._confirmations.get(topic)
+            if pending is not None:  # another socket's SUBSCRIBE of this topic is in flight
+                await self._confirmed(topic, pending)
             return
         self.topics[topic] = {subscriber}
         self._ensure_reader()
         if self.connected.is_set():
+            pending = self._confirmations[topic] = asyncio.get_running_loop().create_future()
             try:
                 await self.pubsub.subscribe(PREFIX + topic)
             except (RedisError, OSError):
-                # The reader reconnects and subscribes to every topic in self.topics.
+                # The reader reconnects, subscribes to every topic in self.topics and resyncs.
+                self._confirmations.pop(topic, None)
                 self._connection_lost()
+                return
+            await self._confirmed(topic, pending)
         else:
             # The reader subscribes when it (re)connects; wait a little so that a join
             # right after connecting does not miss live messages.
             try:
-                await asyncio.wait_for(asyncio.shield(self.connected.wait()), 5)
+                await asyncio.wait_for(asyncio.shield(self.connected.wait()), SUBSCRIBE_WAIT)
             except TimeoutError:
                 pass
+
+    async def _confirmed(self, topic: str, pending: asyncio.Future) -> None:
+        try:
+            await asyncio.wait_for(asyncio.shield(pending), SUBSCRIBE_WAIT)
+        except TimeoutError:
+            # Redis is slow or gone: the reader's health check reconnects and resyncs.
+            logger.warning("hub: no confirmation of SUBSCRIBE %s within %s s", topic, SUBSCRIBE_WAIT)
+        finally:
+            if self._confirmations.get(topic) is pending:
+                del self._confirmations[topic]
+
+    def _confirm(self, channel: Any) -> None:
+        """The reader saw Redis confirm a SUBSCRIBE."""
+        topic = (channel.decode() if isinstance(channel, bytes) else channel)[len(PREFIX):]
+        pending = self._confirmations.pop(topic, None)
+        if pending is not None and not pending.done():
+            pending.set_result(None)
 
     async def unsubscribe(self, topic: str, subscriber: Subscriber) -> None:
         """Stop delivering ``topic`` to ``subscriber`` (unsubscribing the process after the last)."""
@@ -164,7 +199,8 @@ class Hub:
         while True:
             # socket_timeout: the handshake of a new connection must not wait forever either.
             client = new_async_client(socket_connect_timeout=5, socket_timeout=PONG_TIMEOUT, health_check_interval=15)
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            # Subscribe confirmations are read: subscribe() waits for them (see there).
+            pubsub = client.pubsub(ignore_subscribe_messages=False)
             try:
                 # Subscribe to a private topic first, so the connection exists even with no topics.
                 await pubsub.subscribe(PREFIX + "hub-alive")
@@ -173,10 +209,14 @@ class Hub:
                     await pubsub.subscribe(*[PREFIX + t for t in topics])
                 self.pubsub = pubsub
                 self.connected.set()
+                # After a reconnect, sockets resync once Redis confirmed the last topic's
+                # SUBSCRIBE (it confirms in order): a resync that read the database earlier
+                # could miss a message published before the subscription took effect.
+                resync_after = None
                 if not first:
                     self.reconnects += 1
                     logger.warning("hub: reconnected to Redis, %d topics re-subscribed; resyncing sockets", len(topics))
-                    self._resync_all()
+                    resync_after = (PREFIX + topics[-1]) if topics else None
                 first = False
                 attempt = 0
                 loop = asyncio.get_running_loop()
@@ -184,10 +224,10 @@ class Hub:
                 while True:
                     wait = PING_INTERVAL if pong_due is None else max(0.1, pong_due - loop.time())
                     asked = loop.time()
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=wait)
+                    message = await pubsub.get_message(ignore_subscribe_messages=False, timeout=wait)
                     if message is None:
                         if loop.time() - asked < wait - 0.01:
-                            continue  # it read a (un)subscribe confirmation: not quiet, maybe a backlog
+                            continue  # it read something it handles itself: not quiet, maybe a backlog
                         if pong_due is not None:
                             raise ConnectionError(f"Redis left a PING unanswered for {PONG_TIMEOUT} s")
                         await pubsub.ping(PING_TOKEN)  # only sends; the answer comes as a message
@@ -197,6 +237,13 @@ class Hub:
                     if kind == "pong":
                         if message.get("data") in (PING_TOKEN, PING_TOKEN.encode()):
                             pong_due = None
+                        continue
+                    if kind == "subscribe":
+                        channel = message["channel"]
+                        self._confirm(channel)
+                        if resync_after is not None and channel in (resync_after, resync_after.encode()):
+                            resync_after = None
+                            self._resync_all()
                         continue
                     if kind != "message":
                         continue
