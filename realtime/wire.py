@@ -19,6 +19,9 @@ bytes autobahn's ``prepareMessage`` would make for a server) and each socket's
   sent through ASGI (those writes are synchronous within ``send``, so they are already
   in Twisted's buffer when a broadcast comes).
 
+Every other event a socket is sent (``ProtocolConsumer.send_event``: hello, joined,
+history, errors, pong) takes the same writer with its own frame.
+
 A socket whose ``send`` is not Daphne's (long polling, ``WebsocketCommunicator`` in
 tests, a TLS transport) has no Wire and keeps the ASGI path; so does one that
 negotiated compression. Nothing about what is delivered changes: the hub filters
