@@ -9,23 +9,12 @@ the fault proxy (tests/netproxy.py), while the message is published directly.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import redis.asyncio as aioredis
 
+from realtime.broadcast import _QueueListener
 from realtime.hub import PREFIX, Hub, pack
 from tests.netproxy import Proxy
-
-
-class _Listener:
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue = asyncio.Queue()
-
-    def hub_deliver(self, message: dict[str, Any], frames: dict[Any, Any]) -> None:
-        self.queue.put_nowait(message)
-
-    def hub_resync(self) -> None:
-        pass
 
 
 async def test_a_message_published_right_after_subscribe_returns_is_delivered(redis_service, settings) -> None:
@@ -37,7 +26,7 @@ async def test_a_message_published_right_after_subscribe_returns_is_delivered(re
     direct = aioredis.Redis(port=redis_service.port)
     hub = Hub()
     try:
-        first, second, warm = _Listener(), _Listener(), _Listener()
+        first, second, warm = _QueueListener(), _QueueListener(), _QueueListener()
         await hub.subscribe("hub-test-warmup", warm)  # connects the reader
         proxy.delay = 0.3
         await asyncio.gather(hub.subscribe("hub-test-room", first), hub.subscribe("hub-test-room", second))
