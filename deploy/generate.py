@@ -706,6 +706,17 @@ def grafana_dashboard(cat: Any) -> str:
                 (f"sum by (region) (rate(realtime_messages_out_total{sel}[$__rate_interval]))", "out {{region}}"),
             ],
         ),
+        (
+            # Mostly "asgi" on plain Daphne means the direct-write fast path is off (realtime/wire.py).
+            "Broadcast writes by path",
+            "ops",
+            [
+                (
+                    f"sum by (region, path) (rate(realtime_broadcast_writes_total{sel}[$__rate_interval]))",
+                    "{{path}} {{region}}",
+                ),
+            ],
+        ),
         ("Fan-out latency (publish to consumer)", "s", _quantiles("realtime_fanout_latency_seconds")),
         ("Client ping round trip", "s", _quantiles("realtime_ping_rtt_seconds")),
         # Region-wide series reported identically by every process: max, not sum.
