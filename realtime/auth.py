@@ -105,6 +105,35 @@ async def ticket_redeem(ticket: str) -> Redeemed | None:
     )
 
 
+def session_user(session_key: str) -> tuple[AbstractBaseUser, str] | None:
+    """The user a session cookie stands for, and the session's auth hash; None if none.
+
+    What ``django.contrib.auth.get_user`` decides for a request, read in one go and
+    without writing to the session: an unknown or expired session, an unknown backend,
+    an inactive user (the backend refuses it) or an auth hash that no longer matches
+    (password changed) opens no socket. Django's own HTTP path ends such a session on the
+    browser's next request; a handshake only refuses.
+    """
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, load_backend
+    from django.core.exceptions import ValidationError
+
+    data = _session_store(session_key).load()
+    try:
+        user_id = get_user_model()._meta.pk.to_python(data[SESSION_KEY])
+        backend_path = data[BACKEND_SESSION_KEY]
+    except (KeyError, ValidationError):
+        return None
+    if backend_path not in settings.AUTHENTICATION_BACKENDS:
+        return None
+    user = load_backend(backend_path).get_user(user_id)
+    if user is None:
+        return None
+    session_hash = data.get(HASH_SESSION_KEY) or ""
+    if not (session_hash and constant_time_compare(session_hash, user.get_session_auth_hash())):
+        return None
+    return user, session_hash
+
+
 def _session_store(session_key: str | None) -> SessionBase:
     engine = import_string(settings.SESSION_ENGINE + ".SessionStore")
     return engine(session_key)

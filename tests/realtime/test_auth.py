@@ -73,3 +73,30 @@ def test_sessions_in_a_cache_engine_are_checked_one_by_one(make_user, settings):
     assert verdicts[live] is None
     assert verdicts[stale] == CloseCode.SESSION_ENDED
     assert verdicts[(user.pk, "no-such-session", live[2])] == CloseCode.SESSION_ENDED
+
+
+def test_a_session_cookie_names_its_user_and_hash_and_nothing_else_passes(make_user):
+    """session_user (the handshake's one database call): the live session gives its user and
+    auth hash; unknown, expired, password-changed, inactive and foreign-backend sessions give
+    None, and refusing writes nothing (the session row is still there)."""
+    from django.contrib.auth import BACKEND_SESSION_KEY
+
+    from realtime.auth import _session_store, session_user
+
+    live, expired, changed, inactive, foreign = (make_user(f"su-{n}") for n in range(5))
+    keys = {u: session_cookie(u) for u in (live, expired, changed, inactive, foreign)}
+    Session.objects.filter(session_key=keys[expired]).update(expire_date=timezone.now() - timedelta(1))
+    changed.set_password("new-pass-555")
+    changed.save()
+    get_user_model().objects.filter(pk=inactive.pk).update(is_active=False)
+    store = _session_store(keys[foreign])
+    store[BACKEND_SESSION_KEY] = "some.other.Backend"
+    store.save()
+
+    user, auth_hash = session_user(keys[live])
+    assert user.pk == live.pk and auth_hash == live.get_session_auth_hash()
+    for refused in (expired, changed, inactive, foreign):
+        assert session_user(keys[refused]) is None, refused.username
+    assert session_user("no-such-session-key") is None
+    assert session_user("x") is None  # not even a valid key
+    assert Session.objects.filter(session_key=keys[changed]).exists()
