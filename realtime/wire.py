@@ -58,6 +58,11 @@ def frame_for(asgi_message: dict[str, Any]) -> bytes:
     return frame(asgi_message["bytes"], binary=True)
 
 
+_TRANSPORT_FIELDS = ("socket", "connected", "disconnecting", "_writeDisconnected", "_tempDataLen", "offset",
+                     "dataBuffer")
+_PROTOCOL_FIELDS = ("state", "STATE_OPEN", "send_queue")
+
+
 class Wire:
     """Writes whole frames to one Daphne WebSocket connection."""
 
@@ -119,7 +124,15 @@ def wire_for(send: Any) -> Wire | None:
                 and isinstance(send.args[0], WebSocketProtocol)
             ):
                 protocol = send.args[0]
-                if isinstance(protocol.transport, Connection) and protocol._perMessageCompress is None:
+                transport = protocol.transport
+                if (
+                    isinstance(transport, Connection)
+                    and protocol._perMessageCompress is None
+                    # Twisted and autobahn internals Wire.write reads: should a release rename
+                    # one, sockets fall back to the ASGI path instead of failing every broadcast.
+                    and all(hasattr(transport, name) for name in _TRANSPORT_FIELDS)
+                    and all(hasattr(protocol, name) for name in _PROTOCOL_FIELDS)
+                ):
                     return Wire(server, protocol)
             return None
         send = getattr(getattr(send, "__self__", None), "real_send", None)
