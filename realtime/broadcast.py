@@ -100,25 +100,36 @@ class _QueueListener:
         pass
 
 
+def _room_event(slug: str, event: dict[str, Any], exclude: str | None = None) -> dict[str, Any]:
+    return {"type": EVENT, "event": event, "exclude": exclude, "room": slug, "ts": time.time()}
+
+
+def _event(event: dict[str, Any]) -> dict[str, Any]:
+    return {"type": EVENT, "event": event, "ts": time.time()}
+
+
+def _control(action: str, params: dict[str, Any]) -> dict[str, Any]:
+    return {"type": CONTROL, "action": action, **params}
+
+
 async def aroom_send(slug: str, event: dict[str, Any], *, exclude: str | None = None) -> None:
     """Send a protocol event to everyone in a room (``exclude``: a channel name to skip)."""
-    message = {"type": EVENT, "event": event, "exclude": exclude, "room": slug, "ts": time.time()}
-    await apublish(room_group(slug), message)
+    await apublish(room_group(slug), _room_event(slug, event, exclude))
 
 
 async def auser_send(user_id: int, event: dict[str, Any]) -> None:
     """Send a protocol event to every socket of a user, whatever room they have open."""
-    await apublish(user_group(user_id), {"type": EVENT, "event": event, "ts": time.time()})
+    await apublish(user_group(user_id), _event(event))
 
 
 async def aeveryone_send(event: dict[str, Any]) -> None:
     """Send a protocol event to every open socket."""
-    await apublish(EVERYONE, {"type": EVENT, "event": event, "ts": time.time()})
+    await apublish(EVERYONE, _event(event))
 
 
 async def auser_control(user_id: int, action: str, **params: Any) -> None:
     """Tell every socket of a user to act (``room_remove``, ``session_end``, ``close``)."""
-    await apublish(user_group(user_id), {"type": CONTROL, "action": action, **params})
+    await apublish(user_group(user_id), _control(action, params))
 
 
 # --- sync API --------------------------------------------------------------------
@@ -218,23 +229,17 @@ def _after_commit(group: str, message: dict[str, Any]) -> None:
 
 def room_send_on_commit(slug: str, event: dict[str, Any]) -> None:
     """Send to a room once the current transaction commits (never if it rolls back)."""
-    transaction.on_commit(_safely(lambda: _after_commit(
-        room_group(slug), {"type": EVENT, "event": event, "exclude": None, "room": slug, "ts": time.time()}
-    )))
+    transaction.on_commit(_safely(lambda: _after_commit(room_group(slug), _room_event(slug, event))))
 
 
 def user_send_on_commit(user_id: int, event: dict[str, Any]) -> None:
     """Send to a user's sockets once the current transaction commits."""
-    transaction.on_commit(_safely(lambda: _after_commit(
-        user_group(user_id), {"type": EVENT, "event": event, "ts": time.time()}
-    )))
+    transaction.on_commit(_safely(lambda: _after_commit(user_group(user_id), _event(event))))
 
 
 def user_control_on_commit(user_id: int, action: str, **params: Any) -> None:
     """Send a control to a user's sockets once the current transaction commits."""
-    transaction.on_commit(_safely(lambda: _after_commit(
-        user_group(user_id), {"type": CONTROL, "action": action, **params}
-    )))
+    transaction.on_commit(_safely(lambda: _after_commit(user_group(user_id), _control(action, params))))
 
 
 class _Outbox:
