@@ -6,6 +6,8 @@ from typing import Any
 
 import pytest
 
+from tests.browser.login import submit_login
+
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 XSS = "<img src=x onerror=\"window.__xss=1\"><script>window.__xss=2</script>"
@@ -14,12 +16,7 @@ XSS = "<img src=x onerror=\"window.__xss=1\"><script>window.__xss=2</script>"
 def log_in(browser: Any, server: Any, username: str) -> Any:
     """A fresh browser context logged in as ``username`` through the real login form."""
     context = browser.new_context(viewport={"width": 1100, "height": 700})
-    page = context.new_page()
-    page.goto(f"{server.url}/accounts/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", f"pw-{username}-123")
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{server.url}/**")
+    page = submit_login(context.new_page(), server.url, username)
     page.wait_for_function("() => document.querySelector('#conn-status').dataset.state === 'connected'")
     return page
 

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests import services
+from tests.browser.login import submit_login
 from tests.browser.test_chat_page import log_in
 from tests.conftest import cookie_header
 from tests.netproxy import Proxy
@@ -140,14 +141,7 @@ def test_blocked_websocket_upgrades_fall_back_to_long_polling(browser, daphne, d
 
 def log_in_via(browser: Any, proxy: Proxy, username: str) -> Any:
     """Log in through the proxy's origin without waiting for a WebSocket."""
-    context = browser.new_context()
-    page = context.new_page()
-    page.goto(f"{proxy.url}/accounts/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", f"pw-{username}-123")
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{proxy.url}/**")
-    return page
+    return submit_login(browser.new_context().new_page(), proxy.url, username)
 
 
 def test_offline_page_catches_up_without_gaps_and_sends_what_was_typed_once(browser, daphne, daphne_b, users):
@@ -166,11 +160,7 @@ def test_offline_page_catches_up_without_gaps_and_sends_what_was_typed_once(brow
         routed.append((ws, ws.connect_to_server()))
 
     context.route_web_socket(re.compile(r".*/ws/chat/.*"), route)
-    page = context.new_page()
-    page.goto(f"{daphne.url}/accounts/login/")
-    page.fill("#id_username", "alice")
-    page.fill("#id_password", "pw-alice-123")
-    page.click("button[type=submit]")
+    page = submit_login(context.new_page(), daphne.url, "alice")
     page.wait_for_function("() => document.querySelector('#conn-status').dataset.state === 'connected'")
     writer = Writer(daphne_b, bob)
     try:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests import services
+from tests.browser.login import submit_login
 
 pytestmark = [pytest.mark.browser, pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -61,11 +62,7 @@ def test_page_connects_to_the_answering_edge_with_a_ticket_and_falls_back_to_its
     sockets: list[str] = []
     page.on("websocket", lambda ws: sockets.append(ws.url))
     try:
-        page.goto(f"{site.url}/accounts/login/")
-        page.fill("#id_username", "alice")
-        page.fill("#id_password", "pw-alice-123")
-        page.click("button[type=submit]")
-        page.wait_for_url(f"{site.url}/**")
+        submit_login(page, site.url, "alice")
         page.wait_for_function(CONNECTED, timeout=20000)
 
         # The only edge that answered its probes, on another origin: a ticket in the URL.

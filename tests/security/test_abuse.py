@@ -14,6 +14,7 @@ from asgiref.sync import sync_to_async
 from websockets.asyncio.client import connect
 
 from tests import services
+from tests.browser.login import submit_login
 from tests.conftest import cookie_header
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
@@ -102,11 +103,7 @@ def test_hostile_room_titles_and_usernames_are_inert_in_the_page(browser, daphne
     page = log_in(browser, daphne, "alice")
     evil = browser.new_context().new_page()
     try:
-        evil.goto(f"{daphne.url}/accounts/login/")
-        evil.fill("#id_username", "<b>evil</b>")
-        evil.fill("#id_password", "pw-evil-123")
-        evil.click("button[type=submit]")
-        evil.wait_for_url(f"{daphne.url}/**")
+        submit_login(evil, daphne.url, "<b>evil</b>", "pw-evil-123")
         evil.fill("#body", "hello")
         evil.press("#body", "Enter")
         page.wait_for_function("() => [...document.querySelectorAll('#messages .author')]"
