@@ -318,7 +318,7 @@ Type=exec
 {_service_common(cat)}
 Environment=PORT=%i
 Environment=METRICS_PROCESS=%H:%i
-ExecStart={cat.app_dir}/.venv/bin/daphne -b 0.0.0.0 -p %i --proxy-headers \\
+ExecStart={cat.app_dir}/.venv/bin/python -m realtime.server -b 0.0.0.0 -p %i --proxy-headers \\
     --websocket-max-message-size {MAX_FRAME_BYTES} --websocket-max-frame-size {MAX_FRAME_BYTES} \\
     realtime.asgi:application
 # On SIGTERM Daphne closes its sockets; clients reconnect (to another process) and resume.
@@ -472,7 +472,8 @@ def k8s_web(cat: Any, region: Any) -> str:
                             "name": "daphne",
                             "image": cat.image,
                             "args": [
-                                "daphne", "-b", "0.0.0.0", "-p", str(POD_PORT), "--proxy-headers",
+                                "python", "-m", "realtime.server",
+                                "-b", "0.0.0.0", "-p", str(POD_PORT), "--proxy-headers",
                                 "--websocket-max-message-size", str(MAX_FRAME_BYTES),
                                 "--websocket-max-frame-size", str(MAX_FRAME_BYTES),
                                 "realtime.asgi:application",

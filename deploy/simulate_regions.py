@@ -790,7 +790,7 @@ def run(tmp: Path, *, quick: bool, scale: float) -> dict[str, Any]:
     for n in NAMES:
         link = f"redis://127.0.0.1:{backbone_ports[n]}/0" if n in backbone_ports else redis_url
         env = dict(base_env, REGION=n, REDIS_URL=link, CELERY_BROKER_URL=link, METRICS_PROCESS=f"{n}:{daphne_ports[n]}")
-        args = [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(daphne_ports[n]), "-v", "0",
+        args = [sys.executable, "-m", "realtime.server", "-b", "127.0.0.1", "-p", str(daphne_ports[n]), "-v", "0",
                 "--websocket-max-message-size", "65536", "--websocket-max-frame-size", "65536",
                 "realtime.asgi:application"]
         daphne[n] = spawn(args, env, tmp / f"daphne-{n}.log")

@@ -147,9 +147,9 @@ def app_env(**overrides: str) -> dict[str, str]:
 def daphne_service(
     env: dict[str, str], *, port: int | None = None, access_log: bool = False, extra_args: tuple[str, ...] = ()
 ) -> Service:
-    """A Daphne process serving the project's ASGI app (``extra_args``: more Daphne options)."""
+    """The project's Daphne (``realtime.server``) serving its ASGI app (``extra_args``: more Daphne options)."""
     port = port or free_port()
-    args = [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), *extra_args]
+    args = [sys.executable, "-m", "realtime.server", "-b", "127.0.0.1", "-p", str(port), *extra_args]
     args += ["--websocket-max-message-size", env.get("WS_MAX_FRAME_BYTES", "65536")]
     args += ["--websocket-max-frame-size", env.get("WS_MAX_FRAME_BYTES", "65536")]
     if access_log:

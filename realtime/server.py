@@ -1,0 +1,205 @@
+"""The project's Daphne: Daphne's server and command line, with lighter idle sockets.
+
+    python -m realtime.server [any daphne option] realtime.asgi:application
+
+takes exactly Daphne's options (it *is* Daphne's command line, with its ``server_class``
+set to :class:`Server` below). Everything the app does also works under plain
+``daphne``; this only changes what an open WebSocket costs the process while it idles
+(bench/fanout S0; docs/performance.md), without changing a byte on the wire:
+
+* **The input queue.** Daphne gives each connection an ``asyncio.Queue``: three deques
+  and an ``asyncio.Event`` with a fourth, about 3.5 KiB before anything is queued. A
+  WebSocket has exactly one reader (the application's ``receive``), so
+  :class:`InputQueue` (a list and at most one waiting future) does the same job.
+* **The HTTP request that was upgraded.** Twisted's ``HTTPChannel`` registers itself as
+  the TCP connection's producer and stays registered after Daphne hands the connection
+  to the WebSocket protocol, keeping the channel, the request, its headers and body
+  buffer alive for the socket's whole life (about 3 KiB). After the upgrade the channel
+  is mid-request, so its pause and resume never reach the network; releasing it once
+  the socket is open changes no behaviour.
+* **autobahn's per-socket copies.** autobahn copies 29 factory options onto every
+  protocol instance (unless the instance already has them) and keeps the parsed
+  handshake (raw request, header dicts, response text) after the socket opens. Here the
+  options are read from the factory through the class, and the handshake leftovers are
+  dropped once the socket is open (Daphne keeps using ``request.path`` for its access
+  log; that stays).
+
+HTTP requests are served exactly as by Daphne.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from functools import partial
+from typing import Any
+
+from daphne import cli as daphne_cli
+from daphne import server as daphne_server
+from daphne import ws_protocol as daphne_ws
+from twisted.internet import tcp
+from twisted.web import http
+
+
+class InputQueue:
+    """A connection's ASGI input: ``asyncio.Queue``'s ``put_nowait`` and ``get`` for one reader.
+
+    ASGI has one ``receive`` caller per connection; a second concurrent ``get`` is a bug
+    in the application and raises instead of silently waiting forever.
+    """
+
+    __slots__ = ("_items", "_head", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []
+        self._head = 0
+        self._waiter: asyncio.Future[None] | None = None
+
+    def qsize(self) -> int:
+        return len(self._items) - self._head
+
+    def empty(self) -> bool:
+        return self._head == len(self._items)
+
+    def put_nowait(self, item: Any) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> Any:
+        while self._head == len(self._items):
+            if self._waiter is not None:
+                raise RuntimeError("InputQueue.get: another receive() is already waiting")
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+        items = self._items
+        item = items[self._head]
+        self._head += 1
+        if self._head == len(items):
+            items.clear()
+            self._head = 0
+        else:
+            items[self._head - 1] = None  # do not keep a consumed message alive
+        return item
+
+
+class _FromFactory:
+    """A protocol option read from the factory (autobahn then keeps no per-socket copy).
+
+    A non-data descriptor: an instance may still set its own value, as autobahn allows.
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        return getattr(instance.factory, self.name)
+
+
+class _Requested:
+    """What Daphne still reads of the handshake request once the socket is open."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
+# The handshake as autobahn parsed it: read while opening (server side) and never after.
+_HANDSHAKE_LEFTOVERS = (
+    "http_headers",
+    "http_request_data",
+    "http_response_data",
+    "http_request_params",
+    "http_status_line",
+    "http_request_host",
+    "http_request_uri",
+    "http_request_path",
+    "websocket_origin",
+    "websocket_protocols",
+    "websocket_extensions",
+    "_wskey",
+)
+
+
+class WebSocketProtocol(daphne_ws.WebSocketProtocol):
+    """Daphne's WebSocket protocol, without per-socket copies of what it no longer reads."""
+
+    def onOpen(self) -> None:
+        super().onOpen()
+        self.release_handshake()
+
+    def release_handshake(self) -> None:
+        """Drop the upgraded HTTP request and autobahn's parsed handshake (see the module doc)."""
+        transport = self.transport
+        if isinstance(transport, tcp.Connection) and isinstance(getattr(transport, "producer", None), http.HTTPChannel):
+            transport.unregisterProducer()
+        request = self.__dict__.get("request")
+        if request is not None and not isinstance(request, _Requested):
+            self.request = _Requested(request.path)
+        for name in _HANDSHAKE_LEFTOVERS:
+            self.__dict__.pop(name, None)
+
+
+for _name in WebSocketProtocol.CONFIG_ATTRS:
+    setattr(WebSocketProtocol, _name, _FromFactory(_name))
+del _name
+
+
+class Server(daphne_server.Server):
+    """Daphne's server with :class:`WebSocketProtocol` and :class:`InputQueue` for WebSockets."""
+
+    @property
+    def ws_factory(self) -> Any:
+        return self.__dict__["ws_factory"]
+
+    @ws_factory.setter
+    def ws_factory(self, factory: Any) -> None:
+        # Daphne.run builds its factory and then only configures it: every protocol it
+        # builds from here on is ours.
+        factory.protocol = WebSocketProtocol
+        self.__dict__["ws_factory"] = factory
+
+    def create_application(self, protocol: Any, scope: dict[str, Any]) -> Any:
+        """Daphne's ``create_application``, with an :class:`InputQueue` for WebSockets."""
+        if scope.get("type") != "websocket":
+            return super().create_application(protocol, scope)
+        assert "application_instance" not in self.connections[protocol]
+        input_queue = InputQueue()
+        scope.setdefault("asgi", {"version": "3.0"})
+        application_instance = self.application(
+            scope=scope,
+            receive=input_queue.get,
+            send=partial(self.handle_reply, protocol),
+        )
+        if protocol not in self.connections:
+            return None
+        self.connections[protocol]["application_instance"] = asyncio.ensure_future(
+            application_instance, loop=asyncio.get_event_loop()
+        )
+        return input_queue
+
+
+class CommandLineInterface(daphne_cli.CommandLineInterface):
+    """Daphne's command line, serving with :class:`Server`."""
+
+    server_class = Server
+
+
+def main(argv: list[str] | None = None) -> None:
+    CommandLineInterface().run(sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    # Run the classes of ``realtime.server`` (not copies defined in ``__main__``).
+    from realtime.server import main as _main
+
+    _main()

@@ -1,0 +1,172 @@
+"""realtime.server: the project's Daphne keeps Daphne's behaviour with less per socket.
+
+The lean parts must not change what a socket does: the input queue delivers every
+message once and in order to its one reader; the WebSocket protocol still enforces the
+configured frame limit (its options are now read from the factory) and still logs its
+path; and once a socket is open nothing of the upgraded HTTP request is kept. The last
+two are checked inside a real server process (``server_probe`` below), not by
+inspecting classes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from realtime.server import InputQueue
+from tests import services
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def test_input_queue_delivers_in_order_what_was_put_before_and_while_waiting() -> None:
+    """Queued messages come out first, in order; a waiting reader is woken by the next put."""
+    queue = InputQueue()
+    queue.put_nowait(1)
+    queue.put_nowait(2)
+    assert [await queue.get(), await queue.get()] == [1, 2]
+    assert queue.empty()
+    reader = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)
+    assert not reader.done()
+    queue.put_nowait(3)
+    queue.put_nowait(4)
+    assert await reader == 3
+    assert await queue.get() == 4
+    assert queue.qsize() == 0
+
+
+async def test_input_queue_keeps_no_consumed_message_and_survives_a_cancelled_reader() -> None:
+    """A consumed message is not held by the queue; a cancelled get leaves it usable."""
+    queue = InputQueue()
+    for i in range(3):
+        queue.put_nowait({"n": i})
+    assert (await queue.get())["n"] == 0
+    assert queue._items[0] is None and queue.qsize() == 2
+    await queue.get()
+    await queue.get()
+    assert queue._items == []
+    reader = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)
+    reader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reader
+    queue.put_nowait("after")
+    assert await queue.get() == "after"
+
+
+async def test_input_queue_refuses_a_second_concurrent_reader() -> None:
+    """ASGI has one receive() caller; a second one waiting would be an application bug."""
+    queue = InputQueue()
+    first = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)
+    with pytest.raises(RuntimeError):
+        await queue.get()
+    queue.put_nowait("x")
+    assert await first == "x"
+
+
+# A real realtime.server.Server with an echo app; a client thread opens two sockets and
+# the reactor thread reports what the server holds for them (JSON on stdout).
+PROBE = textwrap.dedent(
+    """
+    import asyncio, gc, json, sys, threading
+    from twisted.internet import asyncioreactor
+    asyncioreactor.install(asyncio.new_event_loop())
+    from twisted.internet import reactor
+    from twisted.web import http
+    from realtime.server import Server, WebSocketProtocol
+
+    async def app(scope, receive, send):
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.connect":
+                await send({"type": "websocket.accept"})
+            elif message["type"] == "websocket.receive":
+                await send({"type": "websocket.send", "text": message["text"]})
+            else:
+                return
+
+    port = int(sys.argv[1])
+    server = Server(app, endpoints=[f"tcp:port={port}:interface=127.0.0.1"], verbosity=0,
+                    websocket_max_frame_size=1000, websocket_max_message_size=1000)
+    result = {}
+
+    def client():
+        from websockets.exceptions import ConnectionClosed
+        from websockets.sync.client import connect
+        import time
+        for _ in range(100):
+            try:
+                ws = connect(f"ws://127.0.0.1:{port}/probe/path/?q=1", open_timeout=2)
+                break
+            except OSError:
+                time.sleep(0.1)
+        other = connect(f"ws://127.0.0.1:{port}/probe/path/", open_timeout=2)
+        ws.send("hello")
+        result["echo"] = ws.recv(timeout=5)
+        # Daphne forgets the upgraded request itself on its next application check (every second).
+        time.sleep(2.5)
+        done = threading.Event()
+
+        def inspect():
+            gc.collect()
+            sockets = [p for p in server.connections if isinstance(p, WebSocketProtocol)]
+            result["sockets"] = len(sockets)
+            result["producers"] = [repr(p.transport.producer) for p in sockets]
+            result["http_channels_alive"] = sum(isinstance(o, http.HTTPChannel) for o in gc.get_objects())
+            result["leftovers"] = sorted({k for p in sockets for k in vars(p) if k.startswith("http_")})
+            result["paths"] = [p.request.path for p in sockets]
+            options = WebSocketProtocol.CONFIG_ATTRS
+            result["option_copies"] = sorted({k for p in sockets for k in options if k in vars(p)})
+            result["max_frame"] = [p.maxFramePayloadSize for p in sockets]
+            done.set()
+
+        reactor.callFromThread(inspect)
+        done.wait(10)
+        ws.send("x" * 5000)
+        try:
+            ws.recv(timeout=5)
+            result["oversize_close"] = None
+        except ConnectionClosed as exc:
+            result["oversize_close"] = exc.rcvd.code if exc.rcvd else 1006
+        other.send("still here")
+        result["other_echo"] = other.recv(timeout=5)
+        other.close()
+        reactor.callFromThread(reactor.stop)
+
+    threading.Thread(target=client, daemon=True).start()
+    server.run()
+    print(json.dumps(result))
+    """
+)
+
+
+def test_open_sockets_keep_no_upgraded_request_and_keep_daphnes_limits() -> None:
+    """Inside a running realtime.server: echo works, the frame limit holds, no HTTP request is kept."""
+    port = services.free_port()
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, str(port)], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env=services.app_env(),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["echo"] == "hello"
+    assert result["sockets"] == 2
+    # The upgraded HTTPChannel is no longer the connection's producer, and none is alive.
+    assert result["producers"] == ["None", "None"]
+    assert result["http_channels_alive"] == 0
+    assert result["leftovers"] == []
+    assert result["paths"] == ["/probe/path/", "/probe/path/"]
+    # autobahn kept no per-socket copies of the options, and still reads the configured limit...
+    assert result["option_copies"] == []
+    assert result["max_frame"] == [1000, 1000]
+    # ...and enforces it: 1009 "message too big" (or a dropped connection), the other socket unaffected.
+    assert result["oversize_close"] in (1009, 1006)
+    assert result["other_echo"] == "still here"
