@@ -1,7 +1,9 @@
 """The ASGI application: HTTP through Django, WebSockets through the routes below.
 
 Read each WebSocket route from the outside in: Origin check, then authentication
-(session cookie or ticket), then the consumer. Both run before accept.
+(session cookie or ticket), then the consumer. Both run before accept. The routers are
+channels' own, except that they hand over the routed application rather than wait in
+it for the socket's whole life (realtime.routing).
 """
 
 import os
@@ -11,7 +13,6 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "realtime.settings")
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import WebsocketDenier  # noqa: E402
 from django.urls import path, re_path  # noqa: E402
 
@@ -20,6 +21,7 @@ from realtime import drain  # noqa: E402
 from realtime.echo import EchoConsumer  # noqa: E402
 from realtime.handshake import HandshakeAuth, OriginGuard  # noqa: E402
 from realtime.longpoll import LongPollConsumer  # noqa: E402
+from realtime.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 websocket_urlpatterns = [
     path("ws/echo/", OriginGuard(EchoConsumer.as_asgi())),

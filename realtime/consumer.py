@@ -19,6 +19,7 @@ ASGI and broadcast types listed in ``dispatch`` and the types in ``handlers`` ex
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 import weakref
@@ -26,6 +27,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 import sentry_sdk
+from asgiref.sync import markcoroutinefunction
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -66,6 +68,23 @@ class LayerlessConsumer(AsyncWebsocketConsumer):
     """
 
     channel_layer_alias = "__no_channel_layer__"
+
+    @classmethod
+    def as_asgi(cls, **initkwargs: Any) -> Any:
+        """channels' ``as_asgi``, handing over the consumer's coroutine instead of awaiting it.
+
+        (channels' wrapper would stay suspended in its await for the socket's whole
+        life; realtime.routing explains the cost.)
+        """
+
+        @markcoroutinefunction
+        def app(scope: dict[str, Any], receive: Any, send: Any) -> Awaitable[None]:
+            return cls(**initkwargs)(scope, receive, send)
+
+        app.consumer_class = cls  # type: ignore[attr-defined]
+        app.consumer_initkwargs = initkwargs  # type: ignore[attr-defined]
+        functools.update_wrapper(app, cls, updated=())
+        return app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """channels' ``AsyncConsumer.__call__`` for a consumer without a channel layer.

@@ -14,9 +14,11 @@ session cookie. A handshake with neither, or with a bad ticket, is refused with 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from asgiref.sync import markcoroutinefunction
 from channels.db import database_sync_to_async
 from channels.security.websocket import WebsocketDenier
 from django.conf import settings
@@ -65,10 +67,12 @@ class OriginGuard:
         self.app = app
         self.missing_ok = missing_ok
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+    @markcoroutinefunction
+    def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Awaitable[Any]:
+        # Returns the coroutine to run instead of awaiting it (see realtime.routing).
         if not origin_allowed(_header(scope, b"origin"), missing_ok=self.missing_ok):
-            return await deny(scope, receive, send, "origin not allowed")
-        return await self.app(scope, receive, send)
+            return deny(scope, receive, send, "origin not allowed")
+        return self.app(scope, receive, send)
 
 
 class HandshakeAuth:
