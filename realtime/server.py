@@ -159,7 +159,10 @@ class Server(daphne_server.Server):
 
     @property
     def ws_factory(self) -> Any:
-        return self.__dict__["ws_factory"]
+        try:
+            return self.__dict__["ws_factory"]
+        except KeyError:  # before run(), as on Daphne's own Server
+            raise AttributeError("ws_factory") from None
 
     @ws_factory.setter
     def ws_factory(self, factory: Any) -> None:
