@@ -143,7 +143,7 @@ class WebSocketProtocol(daphne_ws.WebSocketProtocol):
         if isinstance(transport, tcp.Connection) and isinstance(getattr(transport, "producer", None), http.HTTPChannel):
             transport.unregisterProducer()
         request = self.__dict__.get("request")
-        if request is not None and not isinstance(request, _Requested):
+        if request is not None:
             self.request = _Requested(request.path)
         for name in _HANDSHAKE_LEFTOVERS:
             self.__dict__.pop(name, None)
