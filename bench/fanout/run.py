@@ -50,6 +50,10 @@ LOSS_LIMIT = 0.001
 # loss within the limit, at least 90 % of the offered rate delivered, p99 under this.
 KEEPUP_P99_MS = 2000.0
 CLIENT_CPU_LIMIT = 0.70
+# The rate of the p99 target (S2): after the ladder, a server that sustained it is held there
+# for Config.hold_duration seconds, so that its p99 rests on many messages, not on a 2 s step's
+# few (at M = 1,000 a step carries 20: its p99 is the tail of the slowest one or two).
+HOLD_RATE = 10_000
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -74,6 +78,7 @@ class Config:
     settle_max: float
     budget: float
     warmup_msgs: int = 3
+    hold_duration: float = 0.0  # seconds at HOLD_RATE after each S2 ladder that sustained it (0: none)
     phase_need: float = 2.0  # seconds a scenario needs left in the budget to start on a server
 
     @classmethod
@@ -91,7 +96,7 @@ class Config:
             ladder=[100, 200, 500, 1000, 2000, 3000, 5000, 7500, 10000, 15000, 20000, 30000, 45000, 65000, 100000],
             step_duration=2.0, min_msgs_per_step=5, warmup_msgs=10, drain_max=3.0, drain_idle=1.0, s3_rooms=500,
             s3_members=10, s0_low=1000, idle_window=31.0, s4_sockets=1000, settle_max=20.0, budget=budget or 840,
-            phase_need=20.0,
+            phase_need=20.0, hold_duration=10.0,
         )
 
 
@@ -480,6 +485,24 @@ class Bench:
         return {"results": results, "ratios": rat,
                 "note": "project = ping/pong on /ws/chat/ (the full protocol path); project_echo_endpoint = /ws/echo/"}
 
+    def hold(self, server: Server, label: str, *, members: int, ladder: dict[str, Any],
+             sockets_per_worker: list[int]) -> dict[str, Any] | None:
+        """HOLD_RATE for hold_duration seconds, when the ladder's step at that rate passed (else None)."""
+        cfg = self.cfg
+        at = ladder.get("at_10k")
+        if not cfg.hold_duration or not at or not at["passed"]:
+            return None
+        if not self.budget.ok(cfg.hold_duration + cfg.drain_max + 5):
+            return None
+        self.settle(server)
+        s = self.step(server, target=HOLD_RATE, msg_rate=HOLD_RATE / members, duration=cfg.hold_duration,
+                      mode="fixed", deliveries_per_msg=members, sockets_per_worker=sockets_per_worker)
+        self.say(f"  {label:<22} {server.name:<8} {HOLD_RATE:>7}/s held {cfg.hold_duration:g} s -> "
+                 f"{s['delivered_per_s']:>9.0f}/s p50 {fmt(s['p50_ms'])} p99 {fmt(s['p99_ms'])} ms "
+                 f"loss {100 * s['loss']:.2f}% cpu {fmt(s['server_cpu_us_per_delivery'])} us/dlv "
+                 f"client {fmt(s['client_cpu_pct_max'])}%")
+        return s
+
     def s2(self) -> dict[str, Any]:
         cfg = self.cfg
         self.say(f"S2 fan-out: one room, M members, one publisher on a fixed schedule; {cfg.step_duration:g} s steps, "
@@ -501,6 +524,10 @@ class Bench:
                                   sockets_per_worker=opened["per_worker"], start_at=members)
                 lad.update({"members": members, "opened": opened["opened"], "open_errors": opened["errors"],
                             "open_seconds": round(join_s, 2), "settle_seconds_after_join": round(settled, 2)})
+                hold = self.hold(server, f"M={members}", members=members, ladder=lad,
+                                 sockets_per_worker=opened["per_worker"])
+                if hold is not None:
+                    lad["hold_10k"] = hold
                 if name == "project":
                     sent = sum(s["sent"] for s in lad["steps"])
                     if sent:
@@ -703,6 +730,11 @@ def table_rows(report: dict[str, Any]) -> list[tuple[str, list[Any]]]:
         at = {n: (lads.get(n) or {}).get("at_10k") or {} for n in SERVERS}
         if any(at.values()):
             rows.append(row(f"{prefix}p99 ms at 10,000/s offered", {n: at[n].get("p99_ms") for n in SERVERS}))
+        held = {n: (lads.get(n) or {}).get("hold_10k") or {} for n in SERVERS}
+        if any(held.values()):
+            secs = next(h["duration_s"] for h in held.values() if h)
+            rows.append(row(f"{prefix}  p50 ms, 10,000/s held {secs:g} s", {n: held[n].get("p50_ms") for n in SERVERS}))
+            rows.append(row(f"{prefix}  p99 ms, 10,000/s held {secs:g} s", {n: held[n].get("p99_ms") for n in SERVERS}))
         return rows
 
     if "S2" in sc:
@@ -783,8 +815,14 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         else:
             add(name, False if lad_s else None, "project had no lossless step" if lad_s else "not measured")
         for m, lad in res.get("project", {}).items():
-            at = lad.get("at_10k")
-            if at:
+            at, held = lad.get("at_10k"), lad.get("hold_10k")
+            if held:
+                # The hold's p99 rests on hold_duration seconds of messages; the ladder step's on 2 s.
+                add(f"S2 M={m}: p99 < 50 ms at 10,000 deliveries/s",
+                    held["p99_ms"] is not None and held["p99_ms"] < 50 and held["passed"],
+                    f"p99 {held['p99_ms']} ms held {held['duration_s']:g} s (ladder step: {at['p99_ms']} ms), "
+                    f"loss {100 * held['loss']:.2f}%")
+            elif at:
                 add(f"S2 M={m}: p99 < 50 ms at 10,000 deliveries/s", at["p99_ms"] is not None and at["p99_ms"] < 50
                     and at["passed"], f"p99 {at['p99_ms']} ms, loss {100 * at['loss']:.2f}%")
             elif lad.get("steps"):
