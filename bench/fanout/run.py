@@ -95,7 +95,7 @@ class Config:
             s2_members=[10, 100, 1000],
             ladder=[100, 200, 500, 1000, 2000, 3000, 5000, 7500, 10000, 15000, 20000, 30000, 45000, 65000, 100000],
             step_duration=2.0, min_msgs_per_step=5, warmup_msgs=10, drain_max=3.0, drain_idle=1.0, s3_rooms=500,
-            s3_members=10, s0_low=1000, idle_window=31.0, s4_sockets=1000, settle_max=20.0, budget=budget or 840,
+            s3_members=10, s0_low=1000, idle_window=31.0, s4_sockets=1000, settle_max=20.0, budget=budget or 960,
             phase_need=20.0, hold_duration=10.0,
         )
 
@@ -1008,7 +1008,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="extra environment for the project's Daphne (repeatable), e.g. to try a setting")
     parser.add_argument("--members", default=None,
                         help="S2 room sizes, comma-separated (default 10,100,1000; quick 10)")
-    parser.add_argument("--budget", type=float, default=None, help="seconds for the scenarios (default 900; quick 50)")
+    parser.add_argument("--budget", type=float, default=None, help="seconds for the scenarios (default 960; quick 45)")
     args = parser.parse_args(argv)
     scenarios = [s.strip().upper() for s in args.scenarios.split(",") if s.strip()]
     unknown = set(scenarios) - set(ALL_SCENARIOS)
