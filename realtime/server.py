@@ -175,11 +175,11 @@ class Server(daphne_server.Server):
     def run(self) -> None:
         """Daphne's ``run``, once what start-up built is out of the cyclic collector's way.
 
-        Django, Twisted, autobahn and the application are imported by now: some 120,000
+        Django, Twisted, autobahn and the application are imported by now: about 110,000
         objects that live as long as the process. Every full collection walked them all;
-        with 1,000 sockets joining, one took 140 ms, a stall for every socket of the
+        with 1,000 sockets joining, they took 80-140 ms, a stall for every socket of the
         process (bench/fanout). Frozen (``gc.freeze``, after collecting what start-up
-        left behind), they are no longer walked: the same collections took about 80 ms.
+        left behind), they are no longer walked: the same collections took 45-83 ms.
         Only objects alive now are frozen; sockets and everything built for them later
         are collected as before.
         """
