@@ -3,15 +3,18 @@
 The lean parts must not change what a socket does: the input queue delivers every
 message once and in order to its one reader; the WebSocket protocol still enforces the
 configured frame limit (its options are now read from the factory) and still logs its
-path; and once a socket is open nothing of the upgraded HTTP request is kept. The last
-two are checked inside a real server process (``server_probe`` below), not by
-inspecting classes.
+path; once a socket is open nothing of the upgraded HTTP request is kept; and a client
+frame is unmasked to exactly the bytes autobahn's own masker gives, whatever its size and
+however it arrives. The socket-level guarantees are checked inside a real server process
+(``PROBE`` below), not by inspecting classes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import random
 import subprocess
 import sys
 import textwrap
@@ -19,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from realtime.server import InputQueue
+from realtime.server import SMALL_FRAME_BYTES, InputQueue, SmallFrameUnmasker, create_xor_masker
 from tests import services
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,6 +75,42 @@ async def test_input_queue_refuses_a_second_concurrent_reader() -> None:
     assert await first == "x"
 
 
+def _xor(data: bytes, mask: bytes) -> bytes:
+    """RFC 6455 5.3, byte by byte: the reference."""
+    return bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+
+
+@pytest.mark.parametrize("length", [0, 1, 3, 4, 5, 125, 126, 127, 128, 300, SMALL_FRAME_BYTES - 1])
+def test_small_frames_unmask_to_the_rfc_bytes_in_any_number_of_pieces(length: int) -> None:
+    """A payload split anywhere (frames arrive in pieces) unmasks to what RFC 6455 says, and
+    the masker's pointer counts the bytes, as autobahn's frame parser expects."""
+    rng = random.Random(length)
+    for _ in range(20):
+        mask, data = os.urandom(4), os.urandom(length)
+        cuts = sorted(rng.sample(range(length + 1), min(3, length + 1)))
+        pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, length], strict=True)]
+        masker = SmallFrameUnmasker(mask)
+        out = b""
+        for piece in pieces:
+            out += masker.process(piece)
+        assert out == _xor(data, mask)
+        assert masker.pointer() == length
+        masker.reset()
+        assert masker.pointer() == 0
+
+
+def test_autobahn_uses_the_small_frame_unmasker_only_below_the_threshold() -> None:
+    from autobahn.websocket import protocol as autobahn_protocol
+
+    assert autobahn_protocol.create_xor_masker is create_xor_masker
+    mask = os.urandom(4)
+    assert isinstance(create_xor_masker(mask, SMALL_FRAME_BYTES - 1), SmallFrameUnmasker)
+    big = create_xor_masker(mask, SMALL_FRAME_BYTES)
+    assert not isinstance(big, SmallFrameUnmasker)
+    data = os.urandom(5000)
+    assert big.process(data) == _xor(data, mask)
+
+
 # A real realtime.server.Server with an echo app; a client thread opens two sockets and
 # the reactor thread reports what the server holds for them (JSON on stdout).
 PROBE = textwrap.dedent(
@@ -89,7 +128,10 @@ PROBE = textwrap.dedent(
             if message["type"] == "websocket.connect":
                 await send({"type": "websocket.accept"})
             elif message["type"] == "websocket.receive":
-                await send({"type": "websocket.send", "text": message["text"]})
+                text = message.get("text")
+                if text is None:
+                    text = "binary" if message["bytes"] == b"\\x00\\xff" * 100 else "bad binary"
+                await send({"type": "websocket.send", "text": text})
             else:
                 return
 
@@ -111,6 +153,15 @@ PROBE = textwrap.dedent(
         other = connect(f"ws://127.0.0.1:{port}/probe/path/", open_timeout=2)
         ws.send("hello")
         result["echo"] = ws.recv(timeout=5)
+        sizes = [1, 125, 126, 700, 999]  # unmasked by SmallFrameUnmasker or, the biggest, by autobahn
+        echoed = []
+        for n in sizes:
+            text = "".join(chr(0x41 + (i * 7 + n) % 26) for i in range(n))
+            ws.send(text)
+            echoed.append(ws.recv(timeout=5) == text)
+        ws.send(b"\\x00\\xff" * 100)
+        echoed.append(ws.recv(timeout=5) == "binary")
+        result["echoed"] = echoed
         # Daphne forgets the upgraded request itself on its next application check (every second).
         time.sleep(2.5)
         done = threading.Event()
@@ -160,6 +211,8 @@ def test_open_sockets_keep_no_upgraded_request_and_keep_daphnes_limits() -> None
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["echo"] == "hello"
+    # Text frames either side of SMALL_FRAME_BYTES (the limit is 1000) and a binary one come back whole.
+    assert result["echoed"] == [True] * 6
     assert result["sockets"] == 2
     # The upgraded HTTPChannel is no longer the connection's producer, and none is alive.
     assert result["producers"] == ["None", "None"]
