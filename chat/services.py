@@ -7,6 +7,7 @@ message without notifying the room, and a rolled-back write reaches nobody.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -61,6 +62,7 @@ def room_enter(*, slug: str, user: AbstractBaseUser) -> tuple[Room, Membership]:
     return room, membership
 
 
+@functools.cache
 def _membership_sql() -> str:
     meta = Membership._meta
     q = connection.ops.quote_name
