@@ -402,7 +402,7 @@ class Bench:
         best = passed[-1] if passed else None
         lossless = [s for s in steps if s["received"] and s["loss"] <= LOSS_LIMIT]
         capacity = max(lossless, key=lambda x: x["delivered_per_s"]) if lossless else None
-        at_10k = next((s for s in steps if s["target_deliveries_per_s"] == 10000), None)
+        at_10k = next((s for s in steps if s["target_deliveries_per_s"] == HOLD_RATE), None)
         failing = steps[-1] if steps and not steps[-1]["passed"] else None
         return {
             "steps": steps, "best": best, "capacity": capacity, "stop_reason": stop_reason, "at_10k": at_10k,
