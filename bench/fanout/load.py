@@ -402,14 +402,14 @@ class Worker:
                 return
 
         await asyncio.gather(*(one(i, room) for i, room in enumerate(rooms)))
-        # Long-lived sockets: keep them out of the collector's way (gen-2 passes over thousands
-        # of connections would show up as latency spikes measured here, not in the server).
         for _, ws, room in sorted(opened, key=lambda x: x[0]):
             index = len(self.socks)
             self.socks.append(ws)
             self.rooms.append(room)
             if reader:
                 self.readers[index] = await self._take_over(index, ws)
+        # Long-lived sockets: keep them out of the collector's way (gen-2 passes over thousands
+        # of connections would show up as latency spikes measured here, not in the server).
         gc.collect()
         gc.freeze()
         return {
