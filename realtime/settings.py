@@ -127,13 +127,33 @@ TEMPLATES = [
 # --- Database -------------------------------------------------------------------
 # SQLite is the embedded default; DATABASE_URL (postgres://...) switches to PostgreSQL.
 # https://docs.djangoproject.com/en/5.2/ref/databases/#sqlite-notes
+# https://docs.djangoproject.com/en/5.2/ref/databases/#postgresql-notes
 # SQLite: IMMEDIATE transactions take the write lock at BEGIN, so two server
 # processes assigning a room's next seq queue up instead of failing with
 # "database is locked" on lock upgrade; WAL lets readers proceed meanwhile.
 
 DATABASE_URL = env_str("DATABASE_URL")
 if DATABASE_URL:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+    # PostgreSQL through psycopg 3. Persistent connections, not Django's psycopg pool: each
+    # process runs its queries on one thread (Daphne: the single database_sync_to_async
+    # thread; Celery prefork: each child), so one kept connection per process is what a
+    # pool would hand out anyway, without the pool's thread and its CONN_MAX_AGE=0.
+    # The health check replaces a connection the server dropped (a restart, a failover)
+    # at the next request or frame; the frame in flight gets `unavailable` and is retried.
+    DATABASES = {
+        "default": dj_database_url.parse(
+            DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 600), conn_health_checks=True
+        )
+    }
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        # A write that waits on a lock longer than DB_LOCK_TIMEOUT_MS fails (the sender gets
+        # `unavailable`, nothing is stored) instead of stalling the process's database thread,
+        # as SQLITE_TIMEOUT does for SQLite; DB_STATEMENT_TIMEOUT_MS bounds any query.
+        DATABASES["default"].setdefault("OPTIONS", {})["options"] = (
+            f"-c lock_timeout={env_int('DB_LOCK_TIMEOUT_MS', 5000)} "
+            f"-c statement_timeout={env_int('DB_STATEMENT_TIMEOUT_MS', 15000)}"
+        )
+        DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", env_int("DB_CONNECT_TIMEOUT", 5))
 else:
     DATABASES = {
         "default": {
