@@ -4,6 +4,10 @@ Redis starts before any test and its URL replaces the settings' default, so cons
 tests (WebsocketCommunicator) use the real ``RedisChannelLayer`` too. The SQLite test
 database is a file that the Daphne processes open as well; tests that talk to a live
 server use ``transactional_db`` so their data is committed and visible there.
+
+``TEST_DATABASE=postgres`` runs the same tests on a throwaway PostgreSQL cluster instead
+(``make test`` runs the database suites both ways): started here before any test, with
+the live processes pointed at its test database through ``DATABASE_URL``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,32 @@ import pytest
 from tests import services
 
 _redis: services.Service | None = None
+_postgres: services.PostgresCluster | None = None
+
+
+def _postgres_use(settings: Any) -> None:
+    """Point the default database at a new throwaway PostgreSQL cluster (same dict, edited in place)."""
+    global _postgres
+    import dj_database_url
+
+    _postgres = services.PostgresCluster().start()
+    # Processes started from the tests without app_env still reach the test database.
+    os.environ["DATABASE_URL"] = _postgres.url("test_chat")
+    db = settings.DATABASES["default"]
+    parsed = dj_database_url.parse(_postgres.url("chat"), conn_max_age=600, conn_health_checks=True)
+    db.clear()
+    db.update(parsed)
+    db["OPTIONS"] = {"options": "-c lock_timeout=5000 -c statement_timeout=15000", "connect_timeout": 5}
+    db["TEST"] = {"NAME": "test_chat"}
+    from django.db import DEFAULT_DB_ALIAS, connections
+
+    # Django already read DATABASES: fill in the defaults again, and drop any SQLite
+    # connection object made from the old entry.
+    connections.configure_settings(settings.DATABASES)
+    try:
+        del connections[DEFAULT_DB_ALIAS]
+    except AttributeError:
+        pass
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -33,6 +63,8 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["CELERY_BROKER_URL"] = url
     from django.conf import settings
 
+    if os.environ.get("TEST_DATABASE") == "postgres":
+        _postgres_use(settings)
     # One test database file per pytest process, so concurrent runs never share one.
     test_db = settings.DATABASES["default"].setdefault("TEST", {})
     if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
@@ -50,6 +82,8 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     if _redis is not None:
         _redis.stop()
+    if _postgres is not None:
+        _postgres.destroy()
     from django.conf import settings
 
     name = settings.DATABASES["default"].get("TEST", {}).get("NAME")
@@ -109,10 +143,47 @@ def _clean_redis(redis_service: services.Service) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def test_db_path(django_db_setup: Any) -> str:
-    """The file of the SQLite test database (shared with live servers)."""
+    """The test database's name: the SQLite file, or PostgreSQL's database (shared with live servers)."""
     from django.db import connection
 
     return connection.settings_dict["NAME"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _postgres_teardown_cleanly(request: pytest.FixtureRequest) -> Iterator[None]:
+    """On PostgreSQL, end the connections other threads still hold before the test database is dropped.
+
+    (The database thread of ``database_sync_to_async`` keeps its connection; PostgreSQL
+    refuses to drop a database that anyone is connected to.)
+    """
+    if _postgres is None:
+        yield
+        return
+    request.getfixturevalue("django_db_setup")
+    blocker = request.getfixturevalue("django_db_blocker")
+    yield
+    from django.db import connection
+
+    if connection.settings_dict["NAME"] != connection.settings_dict["TEST"]["NAME"]:
+        return  # no test here used the database: none was created
+    with blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()"
+        )
+
+
+@pytest.fixture(scope="session")
+def postgres() -> services.PostgresCluster | None:
+    """The session's PostgreSQL cluster (``TEST_DATABASE=postgres``), else None."""
+    return _postgres
+
+
+def database_env(test_db_path: str) -> dict[str, str]:
+    """What tells an app process to use the test database: DATABASE_URL, or SQLITE_PATH."""
+    if _postgres is not None:
+        return {"DATABASE_URL": _postgres.url(test_db_path)}
+    return {"SQLITE_PATH": test_db_path}
 
 
 @pytest.fixture(scope="session")
@@ -122,7 +193,7 @@ def app_env(redis_service: services.Service, test_db_path: str) -> dict[str, str
     return services.app_env(
         REDIS_URL=url,
         CELERY_BROKER_URL=url,
-        SQLITE_PATH=test_db_path,
+        **database_env(test_db_path),
         DJANGO_DEBUG="1",
         # Short cycles so tests of expiry and re-checks run in seconds.
         PRESENCE_TTL="6",

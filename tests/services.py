@@ -175,3 +175,71 @@ def celery_worker_start(service: Service) -> Service:
     service.start(wait=False)
     service.wait_for_log("ready.", after=offset, timeout=60)
     return service
+
+
+def _postgres_bin(name: str) -> str:
+    """A PostgreSQL server binary (initdb, pg_ctl): Debian keeps them off PATH."""
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), key=lambda p: p.parent.parent.name)
+    if not candidates:
+        raise RuntimeError(
+            f"{name} is not installed: run `make test` (it installs Debian's postgresql) or apt-get install postgresql"
+        )
+    return str(candidates[-1])
+
+
+class PostgresCluster:
+    """A throwaway PostgreSQL cluster: initdb in a temporary directory, pg_ctl on a free port.
+
+    ``initdb`` refuses to run as root, so as root the cluster belongs to the ``postgres``
+    user (Debian's package creates it) and the binaries run through ``runuser``. Trust
+    authentication on loopback and ``fsync=off``: a test cluster, gone when it stops.
+    """
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.root = Path(tempfile.mkdtemp(prefix="pg-"))
+        self.data = self.root / "data"
+        self.log_path = self.root / "server.log"
+        self.user = "postgres" if os.geteuid() == 0 else None
+
+    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        cmd = list(args)
+        if self.user is not None:
+            cmd = ["runuser", "-u", self.user, "--", *cmd]
+        return subprocess.run(cmd, check=check, capture_output=True, text=True, timeout=120)
+
+    def start(self) -> PostgresCluster:
+        if not self.data.exists():
+            if self.user is not None:
+                shutil.chown(self.root, self.user)
+            self._run(_postgres_bin("initdb"), "-D", str(self.data), "--auth=trust", "-U", "postgres",
+                      "--encoding=UTF8", "--locale=C.UTF-8", "--no-instructions")
+        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{self.root}' "
+                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+        self._run(_postgres_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.log_path), "-o", options,
+                  "-w", "-t", "60", "start")
+        wait_for_port(self.port)
+        return self
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server (``immediate``: as if it crashed); the data directory stays."""
+        if (self.data / "postmaster.pid").exists():
+            self._run(_postgres_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop", check=False)
+
+    def restart(self) -> None:
+        """Stop and start again on the same port: every client connection is cut."""
+        self.stop("fast")
+        self.start()
+
+    def destroy(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def url(self, dbname: str = "postgres") -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
