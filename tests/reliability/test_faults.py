@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.db import connections
 
 from tests import services
 from tests.netproxy import Proxy
@@ -271,11 +272,47 @@ async def test_silent_partition_from_redis_is_noticed_and_healed_without_new_mes
 # --- the database fails -------------------------------------------------------------------
 
 
-async def test_locked_database_fails_the_write_clearly_and_sends_nothing_half_done(app_env, people):
-    """With the database locked, a post gets `unavailable`; nothing is stored or broadcast; a retry works."""
+def _database_lock_hold(app_env: dict[str, str], locked: threading.Event, release: threading.Event) -> None:
+    """Hold the lock a post needs until ``release``: SQLite's write lock, or PostgreSQL's on the rooms' table."""
+    if "DATABASE_URL" in app_env:
+        import psycopg
+
+        with psycopg.connect(app_env["DATABASE_URL"]) as conn:
+            # EXCLUSIVE blocks the UPDATE that takes a room's next seq; reads go on.
+            conn.execute("LOCK TABLE chat_room IN EXCLUSIVE MODE")
+            locked.set()
+            release.wait(10)
+            conn.rollback()
+        return
+    conn = sqlite3.connect(app_env["SQLITE_PATH"], timeout=5)
+    conn.execute("BEGIN IMMEDIATE")
+    locked.set()
+    release.wait(10)
+    conn.rollback()
+    conn.close()
+
+
+async def _post_refused_then_retried(
+    clients: list[ResumingClient], sent: list[str], body: str, *, database_up: bool = True
+) -> None:
+    """alice's ``body`` is refused with `unavailable` and (``database_up``: checked) stored nowhere."""
     from chat.models import Message
 
-    cluster = Cluster(app_env, SQLITE_TIMEOUT="1")
+    alice = clients[0]
+    errors_before = len(alice.errors)
+    await alice.say(body)
+    deadline = time.monotonic() + 15
+    while len(alice.errors) == errors_before and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert alice.errors[-1]["code"] == "unavailable"
+    if database_up:
+        assert await sync_to_async(Message.objects.filter(body=body).count)() == 0
+    sent.append(body)  # the client retries it with the same client_id
+
+
+async def test_locked_database_fails_the_write_clearly_and_sends_nothing_half_done(app_env, people):
+    """With the database locked, a post gets `unavailable`; nothing is stored or broadcast; a retry works."""
+    cluster = Cluster(app_env, SQLITE_TIMEOUT="1", DB_LOCK_TIMEOUT_MS="1000")
     clients = await start_clients(cluster, people)
     try:
         sent = await chat(clients, "before", 2)
@@ -283,29 +320,49 @@ async def test_locked_database_fails_the_write_clearly_and_sends_nothing_half_do
             await c.settle()
         locked = threading.Event()
         release = threading.Event()
-
-        def hold_lock() -> None:
-            conn = sqlite3.connect(app_env["SQLITE_PATH"], timeout=5)
-            conn.execute("BEGIN IMMEDIATE")
-            locked.set()
-            release.wait(10)
-            conn.rollback()
-            conn.close()
-
-        holder = threading.Thread(target=hold_lock)
+        holder = threading.Thread(target=_database_lock_hold, args=(app_env, locked, release))
         holder.start()
-        locked.wait(5)
-        alice = clients[0]
-        errors_before = len(alice.errors)
-        await alice.say("while locked")
-        deadline = time.monotonic() + 10
-        while len(alice.errors) == errors_before and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        assert alice.errors[-1]["code"] == "unavailable"
-        assert await sync_to_async(Message.objects.filter(body="while locked").count)() == 0
-        release.set()
-        holder.join()
-        sent.append("while locked")  # the client retries it with the same client_id
+        assert locked.wait(5)
+        try:
+            await _post_refused_then_retried(clients, sent, "while locked")
+        finally:
+            release.set()
+            holder.join()
+        await everyone_has_everything(clients, sent)
+    finally:
+        for c in clients:
+            await c.stop()
+        cluster.stop()
+
+
+@pytest.fixture
+def reconnect_database(transactional_db: Any) -> Iterator[None]:
+    """After a test that restarts the database server: drop this thread's cut connections."""
+    yield
+    connections.close_all()
+
+
+async def test_database_restart_fails_the_write_clearly_and_the_chat_goes_on(
+    app_env, people, postgres, reconnect_database
+):
+    """PostgreSQL down mid-conversation: a post gets `unavailable`, nothing is half done; once it is
+    back every process reconnects by itself and every message reaches everyone once."""
+    if postgres is None:
+        pytest.skip("a database server to restart: TEST_DATABASE=postgres (make test runs it)")
+    cluster = Cluster(app_env)
+    clients = await start_clients(cluster, people)
+    try:
+        sent = await chat(clients, "before", 2)
+        for c in clients:
+            await c.settle()
+        await asyncio.to_thread(postgres.stop, "fast")
+        try:
+            await _post_refused_then_retried(clients, sent, "while down", database_up=False)
+        finally:
+            await asyncio.to_thread(postgres.start)
+            # This test's own connection was cut too: reconnect it for the checks below.
+            await sync_to_async(connections.close_all)()
+        sent += await chat(clients, "after", 2)
         await everyone_has_everything(clients, sent)
     finally:
         for c in clients:

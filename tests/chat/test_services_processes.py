@@ -1,0 +1,76 @@
+"""chat.services with writers in two operating-system processes, on the test's database engine.
+
+Threads of one process share its connection handling; two processes share only the
+database, as two web processes (or a web process and a Celery worker) do. ``make test``
+runs this module on SQLite and on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from chat import services
+from chat.models import Message
+from tests import services as test_services
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+# Each writer posts PER_WRITER messages; the first SHARED of each writer's client_ids are
+# also used by the other writer (same author), so each of those must be stored once.
+PER_WRITER = 60
+SHARED = 20
+
+WRITER = textwrap.dedent(
+    """
+    import sys, django
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from chat import services
+    from chat.models import Room
+    name, author = sys.argv[1], sys.argv[2]
+    room = Room.objects.get(slug="lobby")
+    user = get_user_model().objects.get(username=author)
+    sys.stdin.readline()  # both writers start together
+    created = 0
+    for i in range({per_writer}):
+        cid = f"shared-{{i}}" if i < {shared} else f"{{name}}-{{i}}"
+        _, was_created = services.message_post(room=room, author=user, body=f"{{name}} {{i}}", client_id=cid)
+        created += was_created
+    print(created)
+    """
+).format(per_writer=PER_WRITER, shared=SHARED)
+
+
+def test_two_processes_posting_at_once_get_gap_free_seqs_and_each_client_id_once(
+    alice, lobby, app_env
+):
+    """Two processes posting to one room at once: seqs are 1..N with no gap or repeat, and a client_id
+    both of them send is stored once (the other gets the original back)."""
+    services.room_enter(slug="lobby", user=alice)
+    env = test_services.app_env(**{k: v for k, v in app_env.items() if k in ("DATABASE_URL", "SQLITE_PATH",
+                                                                              "REDIS_URL", "CELERY_BROKER_URL")})
+    writers = [
+        subprocess.Popen([sys.executable, "-c", WRITER, name, "alice"], env=env, cwd=test_services.ROOT,
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for name in ("w1", "w2")
+    ]
+    for w in writers:
+        w.stdin.write("go\n")
+        w.stdin.flush()
+    results = [w.communicate(timeout=120) for w in writers]
+    for w, (_out, err) in zip(writers, results, strict=True):
+        assert w.returncode == 0, err[-3000:]
+    created = sum(int(out.strip()) for out, _ in results)
+
+    expected = 2 * PER_WRITER - SHARED
+    assert created == expected, "each shared client_id was created by exactly one writer"
+    seqs = list(Message.objects.filter(room=lobby).order_by("seq").values_list("seq", flat=True))
+    assert seqs == list(range(1, expected + 1))
+    lobby.refresh_from_db()
+    assert lobby.last_seq == expected
+    shared = Message.objects.filter(room=lobby, client_id__startswith="shared-")
+    assert shared.count() == SHARED
