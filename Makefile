@@ -13,10 +13,17 @@ run: setup
 	@exec $(PY) bin/run
 
 # The whole suite against real Redis, Daphne, Celery and Chromium processes that the
-# tests start and stop themselves (tests/services.py).
+# tests start and stop themselves (tests/services.py); then the database suites again on
+# a throwaway PostgreSQL (skipped when PYTEST_ARGS narrows the run; PG_TESTS= to skip).
+PG_TESTS ?= tests/chat tests/reactions tests/receipts tests/reliability tests/realtime/test_settings.py
+
 test:
 	@bin/bootstrap --test
 	@$(PY) -m pytest $(PYTEST_ARGS)
+	@if [ -z "$(PYTEST_ARGS)" ] && [ -n "$(PG_TESTS)" ]; then \
+		echo "==> The database suites on PostgreSQL: $(PG_TESTS)"; \
+		TEST_DATABASE=postgres $(PY) -m pytest $(PG_TESTS); \
+	fi
 
 lint: setup
 	@.venv/bin/ruff check .
