@@ -1,22 +1,26 @@
 """Moderation in the Django admin: rooms, memberships, messages, and who is online now.
 
-Every action goes through chat.services, so it takes effect live in open browsers, and
-is recorded in the admin log (``LogEntry``). The admin itself is staff-only.
+Every action and every save or delete of a membership, a message or a banned word (the
+change and add forms included) goes through chat.services, so it takes effect live in
+open browsers, and is recorded in the admin log (``LogEntry``). The admin itself is
+staff-only.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import path, reverse
 from django.utils import timezone
 
-from chat import services
+from chat import moderation, services
 from chat.models import Announcement, BannedWord, Membership, Message, Room
 from realtime.presence import presence_snapshot
 from realtime.protocol import SLUG_RE
@@ -86,6 +90,28 @@ class MembershipAdmin(admin.ModelAdmin):
     autocomplete_fields = ("user", "room")
     actions = ("mute_10_minutes", "mute_1_day", "unmute", "ban", "unban")
 
+    def get_readonly_fields(self, request, obj=None):
+        # Who and where is the membership itself; to move it, delete it and add another.
+        return ("user", "room", "joined_at") if obj is not None else ("joined_at",)
+
+    def save_model(self, request, obj: Membership, form, change) -> None:
+        """The change and add forms, through the services: a ban, mute or role applies live."""
+        if change:
+            services.membership_update(membership=obj, role=obj.role, muted_until=obj.muted_until, banned=obj.banned)
+            return
+        created = services.membership_add(
+            room=obj.room, user=obj.user, role=obj.role, muted_until=obj.muted_until, banned=obj.banned
+        )
+        obj.pk = created.pk
+        obj.refresh_from_db()
+
+    def delete_model(self, request, obj: Membership) -> None:
+        services.membership_delete(membership=obj)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for membership in queryset.select_related("room"):
+            services.membership_delete(membership=membership)
+
     def _each(self, request, queryset, service, verb: str, **kwargs) -> None:
         count = 0
         for membership in queryset.select_related("user", "room"):
@@ -116,8 +142,23 @@ class MembershipAdmin(admin.ModelAdmin):
         self._each(request, queryset, services.member_unban, "Unbanned")
 
 
+class MessageForm(forms.ModelForm):
+    """The message change form: a body with a *hide* word is refused here, as in the chat."""
+
+    class Meta:
+        model = Message
+        fields = ("body",)
+
+    def clean_body(self) -> str:
+        body = self.cleaned_data["body"]
+        if moderation.word_filter().blocks(body):
+            raise ValidationError("The text contains a banned word whose action is to hide the message.")
+        return body
+
+
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
+    form = MessageForm
     list_display = ("room", "seq", "author", "short_body", "created_at", "edited_at", "deleted_at")
     list_filter = ("room", ("deleted_at", admin.EmptyFieldListFilter), "created_at")
     search_fields = ("body", "author__username", "room__slug")
@@ -136,6 +177,10 @@ class MessageAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None) -> bool:
         # Hard deletes would leave holes in seq; "Delete live" tombstones instead.
         return False
+
+    def save_model(self, request, obj: Message, form, change) -> None:
+        """A staff edit of the body reaches the room as ``message.updated`` (filtered like any edit)."""
+        services.message_edit_by_staff(message=obj, body=form.cleaned_data["body"])
 
     @admin.action(description="Delete (disappears from open browsers)", permissions=["change"])
     def remove_messages(self, request, queryset):
@@ -184,8 +229,26 @@ class AnnouncementAdmin(admin.ModelAdmin):
 
 @admin.register(BannedWord)
 class BannedWordAdmin(admin.ModelAdmin):
-    """The moderation filter's words: applied by a Celery task after each message is saved."""
+    """The moderation filter's words: applied to every message before it is stored or sent.
+
+    Saved through chat.services, so this process applies a change to the next message
+    and every other process within ``MODERATION_CACHE_SECONDS``.
+    """
 
     list_display = ("word", "action")
     list_filter = ("action",)
     search_fields = ("word",)
+
+    def save_model(self, request, obj: BannedWord, form, change) -> None:
+        if change:
+            services.banned_word_update(banned_word=obj, word=obj.word, action=obj.action)
+            return
+        created = services.banned_word_add(word=obj.word, action=obj.action)
+        obj.pk = created.pk
+
+    def delete_model(self, request, obj: BannedWord) -> None:
+        services.banned_word_delete(banned_word=obj)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for banned_word in queryset:
+            services.banned_word_delete(banned_word=banned_word)

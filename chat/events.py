@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chat.models import Message
+from chat.models import Membership, Message
 
 
 def _ts(value) -> str | None:
@@ -49,3 +49,14 @@ def message_updated_event(message: Message) -> dict[str, Any]:
 def message_deleted_event(message: Message) -> dict[str, Any]:
     """``message.deleted``: clients remove the message; its seq stays used."""
     return {"type": "message.deleted", "room": message.room.slug, "seq": message.seq, "id": message.pk}
+
+
+def membership_event(membership: Membership) -> dict[str, Any]:
+    """``membership``: the user's own role, mute and ban in a room, after staff changed them."""
+    return {
+        "type": "membership",
+        "room": membership.room.slug,
+        "role": membership.role,
+        "muted_until": _ts(membership.muted_until),
+        "banned": membership.banned,
+    }

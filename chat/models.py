@@ -127,7 +127,11 @@ class Announcement(models.Model):
 
 
 class BannedWord(models.Model):
-    """A word the moderation filter masks or hides, after a message is saved."""
+    """A word the moderation filter masks or hides, before a message is stored or sent.
+
+    Written through chat.services (``banned_word_save``, ``banned_word_delete``), which
+    bump :class:`BannedWordList` so every process recompiles its filter (chat/moderation.py).
+    """
 
     class Action(models.TextChoices):
         MASK = "mask", "Mask the word with ***"
@@ -141,3 +145,16 @@ class BannedWord(models.Model):
 
     def __str__(self) -> str:
         return self.word
+
+
+class BannedWordList(models.Model):
+    """The banned-word list's version: one row, bumped by every change to the words.
+
+    Each process compares it with the version its compiled filter was built from, at
+    most every ``MODERATION_CACHE_SECONDS``: one primary-key read instead of the list.
+    """
+
+    version = models.PositiveBigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"banned words v{self.version}"

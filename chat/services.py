@@ -18,11 +18,11 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
-from chat import events
-from chat.models import Announcement, BannedWord, Membership, Message, Room
+from chat import events, moderation
+from chat.models import Announcement, BannedWord, BannedWordList, Membership, Message, Room
 from realtime import broadcast, push
 from realtime.protocol import ErrorCode, ProtocolError
 
@@ -108,22 +108,54 @@ def message_post(
     rather than looked up first: the insert fails, the transaction (with its seq) rolls
     back, and the original is read. One query less on every new message, the hot path
     (bench/fanout, S3).
+
+    The banned-words filter runs before anything is stored: *mask* words are stored (and
+    so broadcast, served and mentioned) starred out; a *hide* word refuses the post
+    (``blocked``) and stores nothing.
     """
     try:
         with transaction.atomic():
             _postable_membership(room, author)
+            try:
+                body, moderated = _body_moderated(body, room=room)
+            except ServiceError:
+                original = _original(room, author, client_id)
+                if original is None:
+                    raise
+                return original, False  # stored before the word was banned: a resend gets it back
             seq = _seq_next(room)
-            message = Message.objects.create(room=room, author=author, body=body, seq=seq, client_id=client_id)
+            message = Message.objects.create(
+                room=room, author=author, body=body, seq=seq, client_id=client_id,
+                moderated_at=timezone.now() if moderated else None,
+            )
             broadcast.room_send_on_commit(room.slug, events.message_event(message))
             message_postprocess_queue(message=message)
             return message, True
     except IntegrityError:
-        if client_id is None:
-            raise
-        existing = Message.objects.filter(room=room, author=author, client_id=client_id).first()
+        existing = _original(room, author, client_id)
         if existing is None:
             raise
         return existing, False
+
+
+def _original(room: Room, author: AbstractBaseUser, client_id: str | None) -> Message | None:
+    """The message the author already posted in the room with this client_id, if any."""
+    if client_id is None:
+        return None
+    return Message.objects.filter(room=room, author=author, client_id=client_id).first()
+
+
+def _body_moderated(body: str, *, room: Room, **context: Any) -> tuple[str, bool]:
+    """The body to store and whether the filter changed it; refused (``blocked``) for a *hide* word."""
+    word_filter = moderation.word_filter()
+    if not word_filter.active:
+        return body, False
+    if word_filter.blocks(body):
+        raise ServiceError(
+            ErrorCode.BLOCKED, "the message contains a word that is not allowed here", room=room.slug, **context
+        )
+    masked = word_filter.masked(body)
+    return masked, masked != body
 
 
 def _seq_next(room: Room) -> int:
@@ -144,17 +176,38 @@ def _message_in_room(room: Room, message_id: int) -> Message:
 
 
 def message_edit(*, room: Room, user: AbstractBaseUser, message_id: int, body: str) -> Message:
-    """Change the text of one's own message and broadcast ``message.updated``."""
+    """Change the text of one's own message and broadcast ``message.updated``.
+
+    The banned-words filter applies as to a new message: masked, or refused (``blocked``)
+    with the message unchanged.
+    """
     with transaction.atomic():
         _postable_membership(room, user)
         message = _message_in_room(room, message_id)
         if message.author_id != user.pk:
             raise ServiceError(ErrorCode.FORBIDDEN, "you can only edit your own messages", id=message_id)
-        message.body = body
-        message.edited_at = timezone.now()
-        message.save(update_fields=["body", "edited_at"])
-        broadcast.room_send_on_commit(room.slug, events.message_updated_event(message))
+        _message_rewrite(message, body, id=message_id)
     return message
+
+
+def _message_rewrite(message: Message, body: str, *, skip_unchanged: bool = False, **context: Any) -> bool:
+    """Store a new (filtered) body and broadcast ``message.updated`` after commit.
+
+    Returns whether it wrote; with ``skip_unchanged`` the same text writes and sends nothing.
+    """
+    body, moderated = _body_moderated(body, room=message.room, **context)
+    if skip_unchanged and body == message.body:
+        return False
+    message.body = body
+    message.edited_at = timezone.now()
+    fields = ["body", "edited_at"]
+    if moderated:
+        message.moderated_at = message.edited_at
+        fields.append("moderated_at")
+    message.save(update_fields=fields)
+    if not message.is_deleted:  # a tombstone's text is for staff only; clients never see it again
+        broadcast.room_send_on_commit(message.room.slug, events.message_updated_event(message))
+    return True
 
 
 def message_delete(*, room: Room, user: AbstractBaseUser, message_id: int) -> Message:
@@ -188,29 +241,101 @@ def message_remove(*, message: Message) -> Message:
         return _message_tombstone(message)
 
 
+def message_edit_by_staff(*, message: Message, body: str) -> Message:
+    """Change any message's text as staff (the admin's change form); the room sees ``message.updated``.
+
+    The stored row is re-read (the admin's form has already set ``body`` on its copy) and
+    the banned-words filter re-applied: masked, or refused (``blocked``). An unchanged
+    body changes nothing and sends nothing.
+    """
+    with transaction.atomic():
+        stored = Message.objects.select_for_update().select_related("room", "author").get(pk=message.pk)
+        _message_rewrite(stored, body, skip_unchanged=True, id=stored.pk)
+    message.body, message.edited_at, message.moderated_at = stored.body, stored.edited_at, stored.moderated_at
+    return stored
+
+
+def _membership_changed_on_commit(membership: Membership, *, banned_now: bool) -> None:
+    """A new ban takes the member's sockets out of the room; then they hear their new standing."""
+    if banned_now:
+        broadcast.user_control_on_commit(
+            membership.user_id, "room_remove", room=membership.room.slug, reason="banned"
+        )
+    broadcast.user_send_on_commit(membership.user_id, events.membership_event(membership))
+
+
+def membership_update(
+    *, membership: Membership, role: str, muted_until: datetime | None, banned: bool
+) -> Membership:
+    """Set a member's role, mute and ban; what changed takes effect live, after commit.
+
+    Compared with the stored row: a new ban takes the user's sockets out of the room
+    (``removed``) and refuses rejoining; any change reaches the user's own sockets as a
+    ``membership`` event. A mute or a role is read from the database on every message
+    and delete, so it applies to the next one. Nothing changed: nothing is sent.
+    """
+    if role not in Membership.Role.values:
+        raise ValueError(f"unknown role {role!r}")
+    with transaction.atomic():
+        stored = Membership.objects.select_for_update().select_related("room", "user").get(pk=membership.pk)
+        new = {"role": role, "muted_until": muted_until, "banned": banned}
+        changed = [field for field, value in new.items() if getattr(stored, field) != value]
+        if changed:
+            banned_now = banned and not stored.banned
+            for field in changed:
+                setattr(stored, field, new[field])
+            stored.save(update_fields=changed)
+            _membership_changed_on_commit(stored, banned_now=banned_now)
+    membership.role, membership.muted_until, membership.banned = stored.role, stored.muted_until, stored.banned
+    return stored
+
+
+def membership_add(
+    *, room: Room, user: AbstractBaseUser, role: str = Membership.Role.MEMBER,
+    muted_until: datetime | None = None, banned: bool = False,
+) -> Membership:
+    """Make a user a member of a room (the admin's add form); a ban added so applies at once.
+
+    The user may have a socket in the room already (a public room joined before the
+    membership was deleted): a banned one is taken out, as by :func:`membership_update`.
+    """
+    if role not in Membership.Role.values:
+        raise ValueError(f"unknown role {role!r}")
+    with transaction.atomic():
+        membership = Membership.objects.create(
+            room=room, user=user, role=role, muted_until=muted_until, banned=banned
+        )
+        _membership_changed_on_commit(membership, banned_now=banned)
+    return membership
+
+
+def membership_delete(*, membership: Membership) -> None:
+    """Delete a membership; the user's sockets leave the room (a public room may be joined again)."""
+    with transaction.atomic():
+        room_slug, user_id = membership.room.slug, membership.user_id
+        membership.delete()
+        broadcast.user_control_on_commit(user_id, "room_remove", room=room_slug, reason="kicked")
+
+
 def member_mute(*, membership: Membership, until: datetime | None) -> Membership:
     """Mute a member until a time (None: unmute)."""
-    membership.muted_until = until
-    membership.save(update_fields=["muted_until"])
-    return membership
+    return membership_update(
+        membership=membership, role=membership.role, muted_until=until, banned=membership.banned
+    )
 
 
 def member_ban(*, membership: Membership) -> Membership:
     """Ban a member: their sockets leave the room at once and cannot rejoin."""
-    with transaction.atomic():
-        membership.banned = True
-        membership.save(update_fields=["banned"])
-        broadcast.user_control_on_commit(
-            membership.user_id, "room_remove", room=membership.room.slug, reason="banned"
-        )
-    return membership
+    return membership_update(
+        membership=membership, role=membership.role, muted_until=membership.muted_until, banned=True
+    )
 
 
 def member_unban(*, membership: Membership) -> Membership:
     """Lift a ban; the member may join again."""
-    membership.banned = False
-    membership.save(update_fields=["banned"])
-    return membership
+    return membership_update(
+        membership=membership, role=membership.role, muted_until=membership.muted_until, banned=False
+    )
 
 
 def member_kick(*, room_slug: str, user_id: int) -> None:
@@ -311,35 +436,67 @@ def announcement_deliver(*, announcement_id: int) -> Announcement | None:
     return announcement
 
 
-def _masked(body: str, words: list[str]) -> str:
-    pattern = re.compile(r"\b(" + "|".join(re.escape(w) for w in words) + r")\b", re.IGNORECASE)
-    return pattern.sub(lambda m: "*" * len(m.group(0)), body)
+def banned_word_add(*, word: str, action: str = BannedWord.Action.MASK) -> BannedWord:
+    """Ban a word; the next message on this process is filtered with it, on every other within the bound."""
+    with transaction.atomic():
+        banned_word = BannedWord(word=word.strip(), action=action)
+        banned_word.full_clean()
+        banned_word.save()
+        _banned_words_changed()
+    return banned_word
+
+
+def banned_word_update(*, banned_word: BannedWord, word: str, action: str) -> BannedWord:
+    """Change a banned word or its action (applies as :func:`banned_word_add` does)."""
+    with transaction.atomic():
+        banned_word.word, banned_word.action = word.strip(), action
+        banned_word.full_clean()
+        banned_word.save(update_fields=["word", "action"])
+        _banned_words_changed()
+    return banned_word
+
+
+def banned_word_delete(*, banned_word: BannedWord) -> None:
+    """Allow a word again (messages already masked stay masked)."""
+    with transaction.atomic():
+        banned_word.delete()
+        _banned_words_changed()
+
+
+def _banned_words_changed() -> None:
+    """Bump the list's version (other processes recompile) and drop this process's filter on commit."""
+    bump = BannedWordList.objects.filter(pk=1)
+    if not bump.update(version=F("version") + 1):
+        _, created = BannedWordList.objects.get_or_create(pk=1, defaults={"version": 1})
+        if not created:  # another writer created it meanwhile: still count this change
+            bump.update(version=F("version") + 1)
+    transaction.on_commit(moderation.word_filter_invalidate)
 
 
 def message_moderate(*, message_id: int) -> Message | None:
-    """Apply the banned-words filter to a saved message: mask the words or hide the message.
+    """The hook for slow checks after a message is stored; today it re-applies the word list.
 
-    Runs after the message went out; a change reaches browsers as ``message.updated``
-    (masked) or ``message.deleted`` (hidden). Idempotent: a second run changes nothing.
+    The write path filters every message already; this catches a message posted on a
+    process whose list was up to ``MODERATION_CACHE_SECONDS`` old, and is where checks
+    too slow for the write path belong. Its outcome reaches browsers as an edit:
+    ``message.updated`` (masked) or ``message.deleted`` (hidden). Idempotent: a second
+    run changes nothing.
     """
     with transaction.atomic():
         message = Message.objects.select_related("room", "author").filter(pk=message_id).first()
         if message is None or message.is_deleted:
             return message
-        words = list(BannedWord.objects.values_list("word", "action"))
-        hide = [w for w, action in words if action == BannedWord.Action.HIDE]
-        mask = [w for w, action in words if action == BannedWord.Action.MASK]
-        if hide and _masked(message.body, hide) != message.body:
+        word_filter = moderation.word_filter_load()
+        if word_filter.blocks(message.body):
             message.moderated_at = timezone.now()
             message.save(update_fields=["moderated_at"])
             return _message_tombstone(message)
-        if mask:
-            masked = _masked(message.body, mask)
-            if masked != message.body:
-                message.body = masked
-                message.moderated_at = message.edited_at = timezone.now()
-                message.save(update_fields=["body", "moderated_at", "edited_at"])
-                broadcast.room_send_on_commit(message.room.slug, events.message_updated_event(message))
+        masked = word_filter.masked(message.body)
+        if masked != message.body:
+            message.body = masked
+            message.moderated_at = message.edited_at = timezone.now()
+            message.save(update_fields=["body", "moderated_at", "edited_at"])
+            broadcast.room_send_on_commit(message.room.slug, events.message_updated_event(message))
     return message
 
 
@@ -376,28 +533,14 @@ def mentions_notify(*, message_id: int) -> list[str]:
     return sorted(notified)
 
 
-_banned_words_cache: tuple[float, bool] = (0.0, False)
-
-
-def _moderation_active() -> bool:
-    global _banned_words_cache
-    checked_at, active = _banned_words_cache
-    # The list is read at most every MODERATION_CACHE_SECONDS per process (an admin's change
-    # to an empty list applies within that time).
-    if time.monotonic() - checked_at >= settings.REALTIME["MODERATION_CACHE_SECONDS"]:
-        active = BannedWord.objects.exists()
-        _banned_words_cache = (time.monotonic(), active)
-    return active
-
-
 def message_postprocess_queue(*, message: Message) -> None:
-    """After commit, queue moderation (when a filter exists) and notifications (when someone is mentioned).
+    """After commit, queue the slow moderation hook (when words are banned) and mentions.
 
     Most messages need neither, and skipping the broker keeps the write path short.
     """
     from chat import tasks
 
-    if _moderation_active():
+    if moderation.word_filter().active:
         _enqueue_on_commit(tasks.message_moderate, message.pk)
     if "@" in message.body:
         _enqueue_on_commit(tasks.mentions_notify, message.pk)

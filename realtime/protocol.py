@@ -83,6 +83,7 @@ class ErrorCode:
     MUTED = "muted"
     RATE_LIMITED = "rate_limited"
     MESSAGE_NOT_FOUND = "message_not_found"
+    BLOCKED = "blocked"
     UNAVAILABLE = "unavailable"
     INTERNAL = "internal_error"
 
@@ -103,6 +104,7 @@ ERROR_CODE_DOCS: dict[str, str] = {
     ErrorCode.MUTED: "the user is muted in this room",
     ErrorCode.RATE_LIMITED: "too many messages; `retry_after` says when to try again",
     ErrorCode.MESSAGE_NOT_FOUND: "no message with this id in this room",
+    ErrorCode.BLOCKED: "the text contains a word this site does not allow; nothing was stored or changed",
     ErrorCode.UNAVAILABLE: "the server could not complete the request; nothing was stored, retry",
     ErrorCode.INTERNAL: "an unexpected server error; reported, the socket stays open",
 }
@@ -404,6 +406,10 @@ for _spec in (
                 "sockets, whichever room they have open.",
                 example={"type": "mention", "room": "lobby", "seq": 42, "id": 7, "author": "bob",
                          "body": "@alice look", "event_id": "mention:7:1"}),
+    MessageSpec("membership", doc="Your standing in a room changed (staff set your role, mute or ban); sent to "
+                "all your sockets. `muted_until` is null when not muted.",
+                example={"type": "membership", "room": "lobby", "role": "member",
+                         "muted_until": "2026-11-25T15:10:00+00:00", "banned": False}),
     MessageSpec("error", doc="A frame could not be served; the socket stays open.",
                 example={"type": "error", "code": "body_too_long", "detail": "body is longer than 4000 characters",
                          "max": 4000, "request_type": "message", "client_id": "c-1f2e"}),

@@ -338,10 +338,13 @@ async def test_committed_edit_and_delete_are_broadcast_after_commit(alice, lobby
 
 
 async def test_ban_sends_room_remove_to_the_user_after_commit(alice, bob, lobby):
-    """member_ban tells every socket of the user to leave the room (a control, not an event)."""
+    """member_ban tells every socket of the user to leave the room (a control), then sends them the new standing."""
     membership = await sync_to_async(Membership.objects.get)(room=lobby, user=bob)
     async with GroupListener(broadcast.user_group(bob.pk)) as bobs:
         await sync_to_async(services.member_ban)(membership=membership)
         control = await bobs.next()
+        standing = await bobs.next()
     assert control["type"] == broadcast.CONTROL
     assert (control["action"], control["room"], control["reason"]) == ("room_remove", "lobby", "banned")
+    assert standing["event"] == {"type": "membership", "room": "lobby", "role": "member", "muted_until": None,
+                                 "banned": True}
