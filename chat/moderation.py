@@ -12,9 +12,9 @@ other process compares that version with its own at most every
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from time import monotonic
 
 from django.conf import settings
 
@@ -85,7 +85,7 @@ def word_filter() -> WordFilter:
     """This process's filter; the stored version is compared at most every MODERATION_CACHE_SECONDS."""
     global _cache
     checked_at, cached = _cache
-    now = time.monotonic()
+    now = monotonic()
     if cached is not None and now - checked_at < settings.REALTIME["MODERATION_CACHE_SECONDS"]:
         return cached
     if cached is None or _stored_version() != cached.version:

@@ -6,6 +6,7 @@ sockets are WebsocketCommunicators on the real Redis layer in the test's event l
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -14,8 +15,8 @@ from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.contenttypes.models import ContentType
 from django.test import Client
 
-from chat import services
-from chat.models import Membership, Message, Room
+from chat import moderation, services
+from chat.models import BannedWord, Membership, Message, Room
 from tests.chat.test_consumers import connect, drain, join, recv
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -32,6 +33,14 @@ ADMIN_PAGES = [
 @pytest.fixture(autouse=True)
 def _fast_password_hasher(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_word_filter():
+    """Each test starts and ends with this process's banned-words filter unloaded (the database is flushed)."""
+    moderation.word_filter_invalidate()
+    yield
+    moderation.word_filter_invalidate()
 
 
 @pytest.fixture
@@ -256,3 +265,216 @@ async def test_mute_action_stops_posting_and_unmute_restores_it(alice, bob, lobb
     messages = [e.get_change_message() for e in await log_entries(Membership, pk)]
     assert sorted(messages) == ["Muted for 10 minutes.", "Unmuted."]
     await b.disconnect()
+
+
+# --- change and add forms, live ------------------------------------------------------
+
+
+def membership_form(membership: Membership, **changes: Any) -> dict[str, Any]:
+    """The membership change form as the admin renders it, with ``changes`` applied."""
+    muted = changes.pop("muted_until", membership.muted_until)
+    data = {"role": membership.role, "muted_until_0": "", "muted_until_1": "", **changes}
+    if muted is not None:
+        data["muted_until_0"], data["muted_until_1"] = muted.strftime("%Y-%m-%d"), muted.strftime("%H:%M:%S")
+    if changes.get("banned", membership.banned):
+        data["banned"] = "on"
+    else:
+        data.pop("banned", None)
+    return data
+
+
+async def until_seen(comm, *types: str) -> dict[str, dict[str, Any]]:
+    """The first event of each of ``types``, in whatever order they arrive (other events skipped)."""
+    seen: dict[str, dict[str, Any]] = {}
+    while set(types) - set(seen):
+        event = await recv(comm)
+        if event["type"] in types:
+            seen.setdefault(event["type"], event)
+    return seen
+
+
+async def membership_change(moderator, membership_pk: int, **changes: Any):
+    membership = await sync_to_async(Membership.objects.get)(pk=membership_pk)
+    return await admin_post(moderator, f"/admin/chat/membership/{membership_pk}/change/",
+                            membership_form(membership, **changes))
+
+
+async def test_banned_ticked_on_the_change_form_removes_the_member_live(alice, bob, lobby, moderator):
+    """Ticking Banned on the change form: bob's socket gets removed at once, then no more of the room's messages."""
+    a, b = await connect(alice), await connect(bob)
+    await join(a)
+    await join(b)
+    await drain(a)
+    pk = await membership_pk(bob, lobby)
+    response = await membership_change(moderator, pk, banned=True)
+    assert response.status_code == 302, response.content[:2000]
+    seen = await until_seen(b, "removed", "membership")
+    assert seen["removed"] == {"type": "removed", "room": "lobby", "reason": "banned"}
+    assert seen["membership"] == {"type": "membership", "room": "lobby", "role": "member",
+                                  "muted_until": None, "banned": True}
+    await a.send_json_to({"type": "message", "room": "lobby", "body": "bob cannot read this"})
+    assert (await recv(a, type_="message"))["body"] == "bob cannot read this"
+    assert [e for e in await drain(b) if e["type"] == "message"] == []
+    await b.send_json_to({"type": "join", "room": "lobby"})
+    assert (await recv(b, type_="error"))["code"] == "banned"
+    [entry] = await log_entries(Membership, pk)
+    assert entry.user_id == moderator.pk and "Banned" in entry.get_change_message()
+    # Saving the form again unchanged sends nothing more.
+    await membership_change(moderator, pk)
+    assert [e for e in await drain(b) if e["type"] in ("removed", "membership")] == []
+    await a.disconnect()
+    await b.disconnect()
+
+
+async def test_muted_until_on_the_change_form_refuses_the_next_message(bob, lobby, moderator):
+    """A mute set on the change form: bob hears of it, his next message is refused muted; clearing it lets him post."""
+    b = await connect(bob)
+    await join(b)
+    pk = await membership_pk(bob, lobby)
+    response = await membership_change(moderator, pk, muted_until=datetime(2099, 1, 1, tzinfo=UTC))
+    assert response.status_code == 302, response.content[:2000]
+    standing = await recv(b, type_="membership")
+    assert standing["muted_until"].startswith("2099-01-01") and not standing["banned"]
+    await b.send_json_to({"type": "message", "room": "lobby", "body": "hello?", "client_id": "m1"})
+    err = await recv(b, type_="error")
+    assert (err["code"], err["client_id"]) == ("muted", "m1") and err["until"].startswith("2099-01-01")
+    assert await sync_to_async(Message.objects.count)() == 0
+    await membership_change(moderator, pk, muted_until=None)
+    assert (await recv(b, type_="membership"))["muted_until"] is None
+    await b.send_json_to({"type": "message", "room": "lobby", "body": "hello again", "client_id": "m1"})
+    assert (await recv(b, type_="message"))["body"] == "hello again"
+    await b.disconnect()
+
+
+async def test_role_on_the_change_form_applies_to_the_next_delete(alice, bob, lobby, moderator):
+    """Made moderator on the change form: bob hears of it and may delete alice's message at once."""
+    a, b = await connect(alice), await connect(bob)
+    await join(a)
+    await join(b)
+    await a.send_json_to({"type": "message", "room": "lobby", "body": "delete me"})
+    posted = await recv(b, type_="message")
+    await b.send_json_to({"type": "delete", "room": "lobby", "id": posted["id"]})
+    assert (await recv(b, type_="error"))["code"] == "forbidden"
+    await membership_change(moderator, await membership_pk(bob, lobby), role="moderator")
+    assert (await recv(b, type_="membership"))["role"] == "moderator"
+    await b.send_json_to({"type": "delete", "room": "lobby", "id": posted["id"]})
+    assert (await recv(a, type_="message.deleted"))["id"] == posted["id"]
+    await a.disconnect()
+    await b.disconnect()
+
+
+async def test_membership_added_as_banned_on_the_add_form_applies_at_once(make_user, lobby, moderator):
+    """A membership added banned on the add form: the user's open socket hears of it and cannot join."""
+    carol = await sync_to_async(make_user)("carol")
+    c = await connect(carol)
+    response = await admin_post(moderator, "/admin/chat/membership/add/",
+                                {"user": carol.pk, "room": lobby.pk, "role": "member", "muted_until_0": "",
+                                 "muted_until_1": "", "banned": "on"})
+    assert response.status_code == 302, response.content[:2000]
+    assert await recv(c, type_="membership") == {"type": "membership", "room": "lobby", "role": "member",
+                                                 "muted_until": None, "banned": True}
+    await c.send_json_to({"type": "join", "room": "lobby"})
+    assert (await recv(c, type_="error"))["code"] == "banned"
+    membership = await sync_to_async(Membership.objects.get)(user=carol, room=lobby)
+    assert membership.banned
+    await c.disconnect()
+
+
+async def test_membership_deleted_in_the_admin_leaves_the_room_live(bob, lobby, moderator):
+    """Deleting a membership (its delete page) takes bob's socket out of the room; a public room may be rejoined."""
+    b = await connect(bob)
+    await join(b)
+    pk = await membership_pk(bob, lobby)
+    response = await admin_post(moderator, f"/admin/chat/membership/{pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302, response.content[:2000]
+    assert await recv(b, type_="removed") == {"type": "removed", "room": "lobby", "reason": "kicked"}
+    assert not await sync_to_async(Membership.objects.filter(pk=pk).exists)()
+    assert (await join(b))["room"] == "lobby"
+    await b.disconnect()
+
+
+async def test_staff_body_edit_on_the_change_form_reaches_joined_sockets(alice, bob, lobby, moderator):
+    """A body edited on the message's change form reaches every joined socket as message.updated; logged."""
+    a, b = await connect(alice), await connect(bob)
+    await join(a)
+    await join(b)
+    await a.send_json_to({"type": "message", "room": "lobby", "body": "my phone is 555-0100"})
+    posted = await recv(b, type_="message")
+    response = await admin_post(moderator, f"/admin/chat/message/{posted['id']}/change/",
+                                {"body": "my phone is [removed by staff]"})
+    assert response.status_code == 302, response.content[:2000]
+    for sock in (a, b):
+        updated = await recv(sock, type_="message.updated")
+        assert (updated["id"], updated["seq"], updated["body"]) == (
+            posted["id"], posted["seq"], "my phone is [removed by staff]")
+        assert updated["edited_ts"]
+    stored = await sync_to_async(Message.objects.get)(pk=posted["id"])
+    assert stored.body == "my phone is [removed by staff]" and stored.edited_at is not None
+    [entry] = await log_entries(Message, posted["id"])
+    assert entry.user_id == moderator.pk and "Body" in entry.get_change_message()
+    # The history a new join reads has the edit too.
+    c = await connect(alice)
+    await join(c)
+    assert (await recv(c, type_="message"))["body"] == "my phone is [removed by staff]"
+    for sock in (a, b, c):
+        await sock.disconnect()
+
+
+async def test_staff_body_edit_is_filtered_like_any_edit(alice, lobby, moderator):
+    """A staff edit is masked by mask words and refused (form error, nothing sent) for hide words."""
+    a = await connect(alice)
+    await join(a)
+    await a.send_json_to({"type": "message", "room": "lobby", "body": "hello"})
+    posted = await recv(a, type_="message")
+    await admin_post(moderator, "/admin/chat/bannedword/add/", {"word": "darn", "action": "mask"})
+    await admin_post(moderator, "/admin/chat/bannedword/add/", {"word": "spoiler", "action": "hide"})
+    path = f"/admin/chat/message/{posted['id']}/change/"
+    response = await admin_post(moderator, path, {"body": "spoiler: it was him"})
+    assert response.status_code == 200 and b"banned word" in response.content
+    assert (await sync_to_async(Message.objects.get)(pk=posted["id"])).body == "hello"
+    assert [e for e in await drain(a) if e["type"] == "message.updated"] == []
+    await admin_post(moderator, path, {"body": "darn it"})
+    assert (await recv(a, type_="message.updated"))["body"] == "**** it"
+    await a.disconnect()
+
+
+async def test_non_staff_cannot_post_the_change_forms(alice, bob, lobby, make_user):
+    """The membership and message change forms POSTed by a non-staff user change nothing and send nothing."""
+    b = await connect(bob)
+    await join(b)
+    message, _ = await sync_to_async(services.message_post)(room=lobby, author=alice, body="original")
+    await recv(b, type_="message")
+    pk = await membership_pk(bob, lobby)
+    user = await sync_to_async(make_user)("user")
+    for path, data in ((f"/admin/chat/membership/{pk}/change/", {"role": "member", "banned": "on"}),
+                       (f"/admin/chat/message/{message.pk}/change/", {"body": "defaced"})):
+        response = await admin_post(user, path, data)
+        assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
+    assert not (await sync_to_async(Membership.objects.get)(pk=pk)).banned
+    assert (await sync_to_async(Message.objects.get)(pk=message.pk)).body == "original"
+    assert [e for e in await drain(b) if e["type"] in ("removed", "membership", "message.updated")] == []
+    await b.disconnect()
+
+
+async def test_banned_word_added_in_the_admin_applies_to_the_next_message(alice, lobby, moderator, settings):
+    """A word added in the admin masks the very next message, even with a long cache bound and no Celery worker."""
+    settings.REALTIME = {**settings.REALTIME, "MODERATION_CACHE_SECONDS": 3600}
+    a = await connect(alice)
+    await join(a)
+    await a.send_json_to({"type": "message", "room": "lobby", "body": "darn"})
+    assert (await recv(a, type_="message"))["body"] == "darn"  # the empty list is now cached
+    response = await admin_post(moderator, "/admin/chat/bannedword/add/", {"word": "darn", "action": "mask"})
+    assert response.status_code == 302, response.content[:2000]
+    await a.send_json_to({"type": "message", "room": "lobby", "body": "darn"})
+    assert (await recv(a, type_="message"))["body"] == "****"
+    word = await sync_to_async(BannedWord.objects.get)(word="darn")
+    await admin_post(moderator, f"/admin/chat/bannedword/{word.pk}/change/", {"word": "darn", "action": "hide"})
+    await a.send_json_to({"type": "message", "room": "lobby", "body": "darn", "client_id": "h1"})
+    err = await recv(a, type_="error")
+    assert (err["code"], err["client_id"]) == ("blocked", "h1")
+    await admin_post(moderator, "/admin/chat/bannedword/", {"action": "delete_selected", "_selected_action": [word.pk],
+                                                            "post": "yes"})
+    assert not await sync_to_async(BannedWord.objects.exists)()
+    await a.send_json_to({"type": "message", "room": "lobby", "body": "darn"})
+    assert (await recv(a, type_="message"))["body"] == "darn"
+    await a.disconnect()

@@ -18,8 +18,8 @@ from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
 
-from chat import services
-from chat.models import Membership, Message, Room
+from chat import moderation, selectors, services
+from chat.models import BannedWord, Membership, Message, Room
 from realtime import broadcast
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -32,6 +32,14 @@ class Boom(Exception):
 @pytest.fixture(autouse=True)
 def _fast_password_hasher(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_word_filter():
+    """Each test starts and ends with this process's banned-words filter unloaded (the database is flushed)."""
+    moderation.word_filter_invalidate()
+    yield
+    moderation.word_filter_invalidate()
 
 
 @pytest.fixture
@@ -348,3 +356,154 @@ async def test_ban_sends_room_remove_to_the_user_after_commit(alice, bob, lobby)
     assert (control["action"], control["room"], control["reason"]) == ("room_remove", "lobby", "banned")
     assert standing["event"] == {"type": "membership", "room": "lobby", "role": "member", "muted_until": None,
                                  "banned": True}
+
+
+# --- membership changes -----------------------------------------------------------
+
+
+async def test_membership_update_sends_only_what_changed_after_commit(alice, bob, lobby):
+    """A mute or role change reaches the user's sockets as one membership event; no change sends nothing."""
+    membership = await sync_to_async(Membership.objects.get)(room=lobby, user=bob)
+    until = timezone.now() + timedelta(minutes=10)
+    async with GroupListener(broadcast.user_group(bob.pk)) as bobs:
+        await sync_to_async(services.membership_update)(
+            membership=membership, role="moderator", muted_until=until, banned=False)
+        await sync_to_async(services.membership_update)(
+            membership=membership, role="moderator", muted_until=until, banned=False)  # unchanged
+        await broadcast.auser_send(bob.pk, {"type": "marker"})
+        first, second = await bobs.next(), await bobs.next()
+    assert first["event"] == {"type": "membership", "room": "lobby", "role": "moderator",
+                              "muted_until": until.isoformat(), "banned": False}
+    assert second["event"] == {"type": "marker"}
+    stored = await sync_to_async(Membership.objects.get)(pk=membership.pk)
+    assert (stored.role, stored.muted_until, stored.banned) == ("moderator", until, False)
+
+
+def test_membership_update_refuses_an_unknown_role(bob, lobby):
+    """A role outside the choices is refused and nothing is stored."""
+    membership = Membership.objects.get(room=lobby, user=bob)
+    with pytest.raises(ValueError):
+        services.membership_update(membership=membership, role="owner", muted_until=None, banned=False)
+    assert Membership.objects.get(pk=membership.pk).role == "member"
+
+
+async def test_membership_added_banned_or_deleted_takes_the_sockets_out(bob, lobby, make_user):
+    """membership_add with a ban, and membership_delete, send room_remove to the user after commit."""
+    carol = await sync_to_async(make_user)("carol")
+    membership = await sync_to_async(Membership.objects.get)(room=lobby, user=bob)
+    async with GroupListener(broadcast.user_group(carol.pk)) as carols, \
+            GroupListener(broadcast.user_group(bob.pk)) as bobs:
+        await sync_to_async(services.membership_add)(room=lobby, user=carol, banned=True)
+        removed, standing = await carols.next(), await carols.next()
+        await sync_to_async(services.membership_delete)(membership=membership)
+        kicked = await bobs.next()
+    assert (removed["action"], removed["room"], removed["reason"]) == ("room_remove", "lobby", "banned")
+    assert standing["event"]["banned"] is True
+    assert (kicked["action"], kicked["room"], kicked["reason"]) == ("room_remove", "lobby", "kicked")
+    assert not await sync_to_async(Membership.objects.filter(pk=membership.pk).exists)()
+
+
+# --- banned words in the write path -------------------------------------------------
+
+
+async def test_masked_word_never_leaves_the_server_unmasked(alice, bob, lobby):
+    """A mask word is starred out before commit: in the room's message event, in history, and in the mention push."""
+    await sync_to_async(services.banned_word_add)(word="darn", action="mask")
+    async with GroupListener("room.lobby") as room, GroupListener(broadcast.user_group(bob.pk)) as bobs:
+        message, _ = await sync_to_async(services.message_post)(room=lobby, author=alice, body="@bob well DARN it")
+        event = (await room.next())["event"]
+        await sync_to_async(services.mentions_notify)(message_id=message.pk)
+        mention = (await bobs.next())["event"]
+    assert event["type"] == "message" and event["body"] == "@bob well **** it"
+    assert mention["type"] == "mention" and mention["body"] == "@bob well **** it"
+    stored = await sync_to_async(Message.objects.get)(pk=message.pk)
+    assert stored.body == "@bob well **** it" and stored.moderated_at is not None
+    resume = await sync_to_async(selectors.room_resume)(room=lobby, last_seq=0, page=50, cap=500)
+    assert [m.body for m in resume.messages] == ["@bob well **** it"]
+
+
+async def test_hide_word_refuses_the_post_and_stores_nothing(alice, lobby):
+    """A hide word refuses the post with blocked: nothing stored, no seq used, nothing broadcast."""
+    await sync_to_async(services.banned_word_add)(word="spoiler", action="hide")
+    async with GroupListener("room.lobby") as room:
+        with pytest.raises(services.ServiceError) as info:
+            await sync_to_async(services.message_post)(room=lobby, author=alice, body="SPOILER: it was him")
+        assert info.value.code == "blocked"
+        await sync_to_async(services.message_post)(room=lobby, author=alice, body="marker")
+        assert (await room.next())["event"]["body"] == "marker"
+    assert await sync_to_async(list)(Message.objects.values_list("body", "seq")) == [("marker", 1)]
+
+
+def test_edits_are_filtered_and_a_resend_still_gets_its_original(alice, lobby):
+    """An edit is masked or refused like a post; a resend of a message stored before the ban returns the original."""
+    earlier, _ = services.message_post(room=lobby, author=alice, body="spoiler ahead", client_id="c1")
+    services.banned_word_add(word="darn", action="mask")
+    services.banned_word_add(word="spoiler", action="hide")
+    again, created = services.message_post(room=lobby, author=alice, body="spoiler ahead", client_id="c1")
+    assert (again.pk, created) == (earlier.pk, False)
+    edited = services.message_edit(room=lobby, user=alice, message_id=earlier.pk, body="darn, no")
+    assert edited.body == "****, no" and edited.moderated_at is not None
+    with pytest.raises(services.ServiceError) as info:
+        services.message_edit(room=lobby, user=alice, message_id=earlier.pk, body="spoiler!")
+    assert info.value.code == "blocked"
+    assert Message.objects.get(pk=earlier.pk).body == "****, no"
+
+
+def test_a_change_of_words_applies_to_the_next_message_on_this_process(alice, lobby, settings):
+    """Adding, changing and removing a word through the services applies to the next post at once, cache or not."""
+    settings.REALTIME = {**settings.REALTIME, "MODERATION_CACHE_SECONDS": 3600}
+    assert services.message_post(room=lobby, author=alice, body="heck")[0].body == "heck"  # empty list cached
+    word = services.banned_word_add(word="heck", action="mask")
+    assert services.message_post(room=lobby, author=alice, body="heck")[0].body == "****"
+    services.banned_word_update(banned_word=word, word="heck", action="hide")
+    with pytest.raises(services.ServiceError):
+        services.message_post(room=lobby, author=alice, body="heck")
+    services.banned_word_delete(banned_word=word)
+    assert services.message_post(room=lobby, author=alice, body="heck")[0].body == "heck"
+
+
+def test_other_processes_see_a_change_within_the_cache_bound(alice, lobby, settings, monkeypatch,
+                                                             django_assert_num_queries):
+    """A change committed elsewhere applies here once MODERATION_CACHE_SECONDS have passed, not before.
+
+    Inside the bound the filter costs no query; past it, one (the list's version) while
+    nothing changed, and the list is read again only when the version moved.
+    """
+    settings.REALTIME = {**settings.REALTIME, "MODERATION_CACHE_SECONDS": 30}
+    now = [1000.0]
+    monkeypatch.setattr(moderation, "monotonic", lambda: now[0])
+    with django_assert_num_queries(2):  # first use: the version, then the words
+        assert not moderation.word_filter().active
+    with django_assert_num_queries(0):
+        moderation.word_filter()
+    # Another process adds a word: its commit drops its own filter, not this one.
+    with monkeypatch.context() as elsewhere:
+        elsewhere.setattr(moderation, "word_filter_invalidate", lambda: None)
+        services.banned_word_add(word="heck", action="mask")
+    now[0] += 29
+    assert services.message_post(room=lobby, author=alice, body="heck")[0].body == "heck"
+    now[0] += 2
+    assert services.message_post(room=lobby, author=alice, body="heck")[0].body == "****"
+    now[0] += 31
+    with django_assert_num_queries(1):  # the version again, unchanged: the compiled filter is kept
+        assert moderation.word_filter().active
+
+
+def test_word_filter_matches_whole_words_longest_first():
+    """Words match case-insensitively as whole words, punctuation at their edges included, the longest first."""
+    word_filter = moderation.word_filter_build(
+        version=1, words=[("darn", "mask"), ("darned", "mask"), ("f*ck", "mask"), ("spoiler", "hide")])
+    assert word_filter.masked("Darned darn, darning f*ck!") == "****** ****, darning ****!"
+    assert word_filter.blocks("a SPOILER.") and not word_filter.blocks("spoilers")
+    assert not moderation.word_filter_build(version=2, words=[]).active
+
+
+def test_banned_word_add_refuses_blanks_and_duplicates():
+    """Words are stripped; a blank or repeated word is refused and the list's version does not move."""
+    services.banned_word_add(word="  heck ", action="mask")
+    assert list(BannedWord.objects.values_list("word", flat=True)) == ["heck"]
+    version = moderation.word_filter_load().version
+    for word in ("   ", "heck"):
+        with pytest.raises(ValidationError):
+            services.banned_word_add(word=word, action="mask")
+    assert moderation.word_filter_load().version == version

@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from chat import services, tasks
-from chat.models import Announcement, BannedWord, Message
+from chat import moderation, services, tasks
+from chat.models import Announcement, Message
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -41,16 +41,28 @@ def test_delivered_announcement_is_not_pushed_again(lobby):
     assert services.announcement_deliver(announcement_id=a.pk).sent_at == sent_at
 
 
-def test_moderation_masks_or_hides_and_is_idempotent(make_user, lobby):
-    """Mask words are starred, hide words tombstone the message; running again changes nothing."""
+@pytest.fixture(autouse=True)
+def _fresh_word_filter():
+    """Each test starts and ends with this process's banned-words filter unloaded (the database is flushed)."""
+    moderation.word_filter_invalidate()
+    yield
+    moderation.word_filter_invalidate()
+
+
+def test_moderation_hook_masks_or_hides_what_a_stale_process_let_through_and_is_idempotent(
+    make_user, lobby, monkeypatch
+):
+    """message_moderate re-reads the list: messages stored before a word was banned are masked or tombstoned, once."""
     alice = make_user("alice")
     services.room_enter(slug="lobby", user=alice)
-    BannedWord.objects.create(word="heck", action="mask")
-    BannedWord.objects.create(word="spoiler", action="hide")
     masked, _ = services.message_post(room=lobby, author=alice, body="what the Heck, heckler")
     hidden, _ = services.message_post(room=lobby, author=alice, body="SPOILER: it was him")
-    services.message_moderate(message_id=masked.pk)
-    services.message_moderate(message_id=hidden.pk)
+    with monkeypatch.context() as elsewhere:  # banned on another process: this one's cached list is stale
+        elsewhere.setattr(moderation, "word_filter_invalidate", lambda: None)
+        services.banned_word_add(word="heck", action="mask")
+        services.banned_word_add(word="spoiler", action="hide")
+    tasks.message_moderate.apply(args=[masked.pk]).get()
+    tasks.message_moderate.apply(args=[hidden.pk]).get()
     masked.refresh_from_db()
     hidden.refresh_from_db()
     assert masked.body == "what the ****, heckler"
@@ -59,6 +71,18 @@ def test_moderation_masks_or_hides_and_is_idempotent(make_user, lobby):
     services.message_moderate(message_id=masked.pk)
     masked.refresh_from_db()
     assert masked.edited_at == edited_at
+
+
+def test_moderation_hook_is_queued_only_while_words_are_banned(make_user, lobby, monkeypatch):
+    """No banned word, no moderation task: the broker is skipped; with one, each message queues the hook."""
+    alice = make_user("alice")
+    services.room_enter(slug="lobby", user=alice)
+    queued = []
+    monkeypatch.setattr(services, "_enqueue_on_commit", lambda task, *args: queued.append((task.name, args)))
+    services.message_post(room=lobby, author=alice, body="hello")
+    services.banned_word_add(word="heck", action="mask")
+    second, _ = services.message_post(room=lobby, author=alice, body="hello again")
+    assert queued == [("chat.tasks.message_moderate", (second.pk,))]
 
 
 def test_mentions_notify_only_users_who_can_see_the_room(make_user, lobby):
