@@ -145,18 +145,24 @@ async def test_mention_reaches_the_mentioned_user_in_another_room(daphne, celery
     await b.close()
 
 
-async def test_banned_word_is_masked_live_by_the_worker(daphne, celery_worker, make_user, lobby):
-    """A message with a banned word goes out, then the worker masks it and pushes message.updated."""
-    from chat.models import BannedWord, Message
+async def test_banned_word_is_masked_before_broadcast_and_in_the_mention(daphne, celery_worker, make_user, lobby):
+    """A message with a banned word goes out masked, to the room and in bob's mention; the worker adds no edit."""
+    from chat import services as chat_services
+    from chat.models import Message
 
-    await sync_to_async(BannedWord.objects.create)(word="darn", action="mask")
+    await sync_to_async(chat_services.banned_word_add)(word="darn", action="mask")
     alice = await sync_to_async(make_user)("alice")
+    bob = await sync_to_async(make_user)("bob")
     a = await open_socket(daphne, alice)
+    b = await open_socket(daphne, bob)
     await join(a)
-    await a.send(json.dumps({"type": "message", "room": "lobby", "body": "well DARN it"}))
+    await a.send(json.dumps({"type": "message", "room": "lobby", "body": "well DARN it, @bob"}))
     sent = await next_of(a, "message")
-    updated = await next_of(a, "message.updated", timeout=15)
-    assert updated["seq"] == sent["seq"] and updated["body"] == "well **** it"
+    assert sent["body"] == "well **** it, @bob"
+    mention = await next_of(b, "mention", timeout=15)
+    assert mention["body"] == "well **** it, @bob"
     stored = await sync_to_async(Message.objects.get)(pk=sent["id"])
-    assert stored.body == "well **** it" and stored.moderated_at is not None
+    assert stored.body == "well **** it, @bob" and stored.moderated_at is not None
+    assert await events_of(a, "message.updated", within=2) == []
     await a.close()
+    await b.close()
