@@ -244,7 +244,7 @@ class BannedWordAdmin(admin.ModelAdmin):
             services.banned_word_update(banned_word=obj, word=obj.word, action=obj.action)
             return
         created = services.banned_word_add(word=obj.word, action=obj.action)
-        obj.pk = created.pk
+        obj.pk, obj.word = created.pk, created.word
 
     def delete_model(self, request, obj: BannedWord) -> None:
         services.banned_word_delete(banned_word=obj)

@@ -249,7 +249,7 @@ def message_edit_by_staff(*, message: Message, body: str) -> Message:
     body changes nothing and sends nothing.
     """
     with transaction.atomic():
-        stored = Message.objects.select_for_update().select_related("room", "author").get(pk=message.pk)
+        stored = Message.objects.select_for_update(of=("self",)).select_related("room", "author").get(pk=message.pk)
         _message_rewrite(stored, body, skip_unchanged=True, id=stored.pk)
     message.body, message.edited_at, message.moderated_at = stored.body, stored.edited_at, stored.moderated_at
     return stored
@@ -277,7 +277,7 @@ def membership_update(
     if role not in Membership.Role.values:
         raise ValueError(f"unknown role {role!r}")
     with transaction.atomic():
-        stored = Membership.objects.select_for_update().select_related("room", "user").get(pk=membership.pk)
+        stored = Membership.objects.select_for_update(of=("self",)).select_related("room", "user").get(pk=membership.pk)
         new = {"role": role, "muted_until": muted_until, "banned": banned}
         changed = [field for field, value in new.items() if getattr(stored, field) != value]
         if changed:

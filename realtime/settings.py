@@ -357,7 +357,8 @@ REALTIME = {
     "SESSION_RECHECK_SECONDS": env_int("WS_SESSION_RECHECK_SECONDS", 30),
     # Client heartbeat interval, in milliseconds (sent to the page).
     "CLIENT_PING_MS": env_int("WS_CLIENT_PING_MS", 25000),
-    # How long a process trusts "no banned words" before looking again (chat/services.py).
+    # How long a process trusts its compiled banned-word list before comparing the list's
+    # version again: other processes' changes apply within this bound (chat/moderation.py).
     "MODERATION_CACHE_SECONDS": float(env_str("MODERATION_CACHE_SECONDS", "5") or 0),
     # Fault injection for tests only: seconds a delivery task waits between pushing and
     # recording the delivery, so a test can kill the worker in between. Always 0 otherwise.
