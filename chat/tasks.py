@@ -54,7 +54,7 @@ def room_reminder(self, room: str, text: str) -> int | None:
 
 @shared_task(**RETRY)
 def message_moderate(message_id: int) -> None:
-    """Apply the banned-words filter to a saved message."""
+    """The slow-check hook after a message is stored (the word filter itself runs in the write path)."""
     services.message_moderate(message_id=message_id)
 
 
