@@ -106,9 +106,11 @@ class MembershipAdmin(admin.ModelAdmin):
         obj.refresh_from_db()
 
     def delete_model(self, request, obj: Membership) -> None:
+        """The delete page: the user's sockets leave the room."""
         services.membership_delete(membership=obj)
 
     def delete_queryset(self, request, queryset) -> None:
+        """"Delete selected": one service call per membership, so each user's sockets leave."""
         for membership in queryset.select_related("room"):
             services.membership_delete(membership=membership)
 
@@ -240,6 +242,7 @@ class BannedWordAdmin(admin.ModelAdmin):
     search_fields = ("word",)
 
     def save_model(self, request, obj: BannedWord, form, change) -> None:
+        """Through the services, which bump the list's version for every process."""
         if change:
             services.banned_word_update(banned_word=obj, word=obj.word, action=obj.action)
             return
@@ -247,8 +250,10 @@ class BannedWordAdmin(admin.ModelAdmin):
         obj.pk, obj.word = created.pk, created.word
 
     def delete_model(self, request, obj: BannedWord) -> None:
+        """The delete page, through the service."""
         services.banned_word_delete(banned_word=obj)
 
     def delete_queryset(self, request, queryset) -> None:
+        """"Delete selected", one service call per word."""
         for banned_word in queryset:
             services.banned_word_delete(banned_word=banned_word)
