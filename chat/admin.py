@@ -110,7 +110,7 @@ class MembershipAdmin(admin.ModelAdmin):
         services.membership_delete(membership=obj)
 
     def delete_queryset(self, request, queryset) -> None:
-        """"Delete selected": one service call per membership, so each user's sockets leave."""
+        """The "Delete selected" action: one service call per membership, so each user's sockets leave."""
         for membership in queryset.select_related("room"):
             services.membership_delete(membership=membership)
 
@@ -254,6 +254,6 @@ class BannedWordAdmin(admin.ModelAdmin):
         services.banned_word_delete(banned_word=obj)
 
     def delete_queryset(self, request, queryset) -> None:
-        """"Delete selected", one service call per word."""
+        """The "Delete selected" action: one service call per word."""
         for banned_word in queryset:
             services.banned_word_delete(banned_word=banned_word)
