@@ -160,6 +160,37 @@ def daphne_service(
     return Service(f"daphne-{port}", args, env=env, port=port)
 
 
+def web_service(env: dict[str, str], *, concurrency: int, port: int | None = None) -> Service:
+    """``realtime.web``: ``concurrency`` of the project's Daphne processes sharing one port."""
+    port = port or free_port()
+    args = [sys.executable, "-m", "realtime.web", "-b", "127.0.0.1", "-p", str(port), "-v", "0"]
+    args += ["--websocket-max-message-size", env.get("WS_MAX_FRAME_BYTES", "65536")]
+    args += ["--websocket-max-frame-size", env.get("WS_MAX_FRAME_BYTES", "65536")]
+    args.append("realtime.asgi:application")
+    return Service(f"web-{port}", args, env={**env, "WEB_CONCURRENCY": str(concurrency)}, port=port)
+
+
+def wait_serving(service: Service, *, timeout: float = 60.0, answers: int = 20) -> None:
+    """Block until ``answers`` requests in a row, each on a new connection, get /healthz quickly.
+
+    The port accepts as soon as ``realtime.web`` opened it; each child answers only once
+    its Django is loaded, and the kernel gives each new connection to any of them.
+    """
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    streak = 0
+    while streak < answers:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{service.name}: not serving after {timeout} s:\n{service.log()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{service.url}/healthz", timeout=2) as response:
+                streak = streak + 1 if response.status == 200 else 0
+        except OSError:
+            streak = 0
+            time.sleep(0.2)
+
+
 def celery_worker_service(env: dict[str, str], *, concurrency: int = 1) -> Service:
     """A real Celery worker (prefork), not eager mode."""
     args = [

@@ -1062,8 +1062,13 @@ def main(argv: list[str] | None = None) -> int:
 
         servers: dict[str, Server] = {}
         if "project" in names:
-            svc = services.daphne_service(env_p).start()
-            started.append(svc)
+            if env_p.get("WEB_CONCURRENCY"):  # --project-env WEB_CONCURRENCY=N: realtime.web's N processes
+                svc = services.web_service(env_p, concurrency=int(env_p["WEB_CONCURRENCY"])).start()
+                started.append(svc)
+                services.wait_serving(svc)
+            else:
+                svc = services.daphne_service(env_p).start()
+                started.append(svc)
             servers["project"] = Server("project", svc, redis_p, Adapter("project", svc.port, cookies))
         if "stock" in names:
             port = services.free_port()
