@@ -274,3 +274,153 @@ class PostgresCluster:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def free_port_pair(offset: int = 10000, low: int = 20000, high: int = 45000) -> int:
+    """A free port whose ``port + offset`` is free too (a Redis Cluster node's bus listens there)."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(low, high)
+        try:
+            for candidate in (port, port + offset):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
+
+
+class RedisCluster:
+    """A real Redis Cluster on loopback: ``masters`` masters with ``replicas`` replicas each.
+
+    Every node is a ``redis-server --cluster-enabled yes`` of its own (no persistence) and
+    ``redis-cli --cluster create`` joins them. ``cluster-node-timeout`` is short, so when
+    a master is killed its replica takes over within a few seconds.
+    """
+
+    def __init__(self, masters: int = 3, replicas: int = 1, node_timeout_ms: int = 2000) -> None:
+        self.masters = masters
+        self.replicas = replicas
+        self.node_timeout_ms = node_timeout_ms
+        self.root = Path(tempfile.mkdtemp(prefix="redis-cluster-"))
+        self.nodes: dict[int, Service] = {}
+
+    def _node(self, port: int) -> Service:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise RuntimeError("redis-server is not installed: run `make test` (it installs it)")
+        workdir = self.root / str(port)
+        workdir.mkdir(exist_ok=True)
+        return Service(
+            f"redis-cluster-{port}",
+            [exe, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+             "--cluster-config-file", str(workdir / "nodes.conf"), "--cluster-node-timeout", str(self.node_timeout_ms),
+             "--save", "", "--appendonly", "no", "--dir", str(workdir), "--protected-mode", "yes"],
+            env=dict(os.environ), port=port,
+        )
+
+    def start(self, *, timeout: float = 60.0) -> RedisCluster:
+        for _ in range(self.masters * (1 + self.replicas)):
+            port = free_port_pair()
+            self.nodes[port] = self._node(port).start()
+        cli = shutil.which("redis-cli") or "redis-cli"
+        subprocess.run(
+            [cli, "--cluster", "create", *[f"127.0.0.1:{p}" for p in self.nodes],
+             "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+            check=True, capture_output=True, text=True, timeout=timeout,
+        )
+        self.wait_ok(timeout=timeout)
+        return self
+
+    def info(self, port: int) -> dict[str, str]:
+        """``CLUSTER INFO`` of one node, as a dict (empty if it does not answer)."""
+        import redis
+
+        try:
+            client = redis.Redis(port=port, socket_timeout=1)
+            text = client.execute_command("CLUSTER INFO")
+            client.close()
+        except redis.RedisError:
+            return {}
+        if isinstance(text, bytes):
+            text = text.decode()
+        if isinstance(text, dict):
+            return {str(k): str(v) for k, v in text.items()}
+        return dict(line.split(":", 1) for line in text.strip().splitlines() if ":" in line)
+
+    def _replica_synced(self, port: int) -> bool | None:
+        """For a replica: whether its link to its master is up (it could take over); None for a master."""
+        import redis
+
+        try:
+            client = redis.Redis(port=port, socket_timeout=1)
+            info = client.info("replication")
+            client.close()
+        except redis.RedisError:
+            return False
+        if info.get("role") != "slave":
+            return None
+        return info.get("master_link_status") == "up" and not info.get("master_sync_in_progress")
+
+    def wait_ok(self, *, timeout: float = 60.0, replicas: int | None = None) -> None:
+        """Block until every live node reports ``cluster_state:ok`` with all slots served, and
+        ``replicas`` replicas (default: all of them) are in sync with their masters."""
+        want = self.masters * self.replicas if replicas is None else replicas
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            live = [p for p, node in self.nodes.items() if node.proc is not None and node.proc.poll() is None]
+            infos = [self.info(p) for p in live]
+            synced = [self._replica_synced(p) for p in live]
+            if (infos and all(i.get("cluster_state") == "ok" and i.get("cluster_slots_ok") == "16384" for i in infos)
+                    and sum(1 for s in synced if s) >= want):
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"the Redis Cluster is not ok after {timeout} s")
+
+    def master_ports(self) -> list[int]:
+        """The ports of the nodes that are masters now."""
+        import redis
+
+        found = []
+        for port, node in self.nodes.items():
+            if node.proc is None or node.proc.poll() is not None:
+                continue
+            try:
+                client = redis.Redis(port=port, socket_timeout=1)
+                role = client.execute_command("ROLE")[0]
+                client.close()
+            except redis.RedisError:
+                continue
+            if (role.decode() if isinstance(role, bytes) else role) == "master":
+                found.append(port)
+        return sorted(found)
+
+    def master_of(self, key: str) -> int:
+        """The port of the master that owns ``key``'s slot now."""
+        import redis
+
+        port = self.master_ports()[0]
+        client = redis.Redis(port=port, socket_timeout=1)
+        slot = client.execute_command("CLUSTER KEYSLOT", key)
+        for start, end, master, *_ in client.execute_command("CLUSTER SLOTS"):
+            if start <= slot <= end:
+                client.close()
+                return int(master[1])
+        client.close()
+        raise LookupError(key)
+
+    def kill(self, port: int) -> None:
+        """Kill one node (SIGKILL: a crash)."""
+        self.nodes[port].kill(signal.SIGKILL)
+
+    @property
+    def url(self) -> str:
+        """A URL naming one live node: clients discover the rest."""
+        return f"redis://127.0.0.1:{self.master_ports()[0]}/0"
+
+    def stop(self) -> None:
+        for node in self.nodes.values():
+            node.stop(timeout=5)
+        shutil.rmtree(self.root, ignore_errors=True)
