@@ -69,7 +69,7 @@ async def apublish(group: str, message: dict[str, Any]) -> None:
     try:
         await hub().publish(group, message)
     except Exception:
-        metrics.layer_error("publish")
+        metrics.redis_error("publish")
         raise
 
 
@@ -268,7 +268,7 @@ class _Outbox:
             try:
                 await hub().publish_many(batch)
             except Exception:
-                metrics.layer_error("publish")
+                metrics.redis_error("publish")
                 logger.exception("broadcast after commit failed (%d messages)", len(batch))
 
 

@@ -119,7 +119,7 @@ class LayerlessConsumer(AsyncWebsocketConsumer):
             await self.websocket_disconnect(message)
         else:
             logger.warning("dropped a layer message of unknown type %r", kind)
-            metrics.layer_dropped("unknown_type")
+            metrics.broadcast_dropped("unknown_type")
 
 
 class ProtocolConsumer(LayerlessConsumer):
@@ -162,7 +162,7 @@ class ProtocolConsumer(LayerlessConsumer):
                     await hub().subscribe(topic, self)
         except (RedisError, OSError):
             logger.warning("refusing a socket: Redis unavailable", exc_info=True)
-            metrics.layer_error("connect")
+            metrics.redis_error("connect")
             await self.close()  # before accept: HTTP 403; the client retries with backoff
             return
         await self.accept(subprotocol)
@@ -193,7 +193,7 @@ class ProtocolConsumer(LayerlessConsumer):
                 except Exception:
                     # Whatever is left in Redis expires by itself (presence TTL).
                     logger.warning("cleanup after disconnect failed", exc_info=True)
-                    metrics.layer_error("disconnect")
+                    metrics.redis_error("disconnect")
         raise StopConsumer()
 
     # --- Hooks for subclasses ------------------------------------------------------
@@ -286,7 +286,7 @@ class ProtocolConsumer(LayerlessConsumer):
             asyncio.get_running_loop().create_task(self._control_safely(message))
             return None
         if kind != broadcast.EVENT:
-            metrics.layer_dropped("unknown_type")
+            metrics.broadcast_dropped("unknown_type")
             return None
         if message.get("exclude") and message["exclude"] == self.conn_id:
             return None

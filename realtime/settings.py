@@ -232,41 +232,21 @@ CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 # any scheme/port). Cross-site WebSocket hijacking is refused at the handshake.
 WS_ALLOWED_ORIGINS = env_list("WS_ALLOWED_ORIGINS", [])
 
-# --- Redis, channel layer -------------------------------------------------------
-# https://github.com/django/channels_redis#configuration
+# --- Redis -----------------------------------------------------------------------
+# https://redis.readthedocs.io/en/stable/connections.html
+# Broadcasts, presence, rate limits and tickets (realtime/redis_pool.py) and the Celery
+# broker. No channel layer: the core delivers through its own hub (realtime/hub.py).
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 # Redis Sentinel ("Redis for scale" in docs/deploy.md): REDIS_SENTINELS=host:port,... with
-# REDIS_SENTINEL_MASTER switch the channel layer and the Celery broker to whichever Redis
-# the sentinels name master, so a failover needs no restart. Unset: REDIS_URL, as before.
+# REDIS_SENTINEL_MASTER switch the project's Redis clients and the Celery broker to whichever
+# Redis the sentinels name master, so a failover needs no restart. Unset: REDIS_URL, as before.
 REDIS_SENTINELS = env_hostports("REDIS_SENTINELS", 26379)
 REDIS_SENTINEL_MASTER = env_str("REDIS_SENTINEL_MASTER")
 REDIS_SENTINEL_PASSWORD = env_str("REDIS_SENTINEL_PASSWORD")
 if REDIS_SENTINELS and not REDIS_SENTINEL_MASTER:
     raise ImproperlyConfigured("REDIS_SENTINELS requires REDIS_SENTINEL_MASTER (see docs/deploy.md).")
-if REDIS_SENTINELS:
-    _sentinel_host: dict = {"sentinels": REDIS_SENTINELS, "master_name": REDIS_SENTINEL_MASTER}
-    if REDIS_SENTINEL_PASSWORD:
-        # The same password for the sentinels and the Redis servers they manage.
-        _sentinel_host.update(password=REDIS_SENTINEL_PASSWORD, sentinel_kwargs={"password": REDIS_SENTINEL_PASSWORD})
-    CHANNEL_LAYER_HOSTS: list = [_sentinel_host]
-else:
-    CHANNEL_LAYER_HOSTS = [REDIS_URL]
-
-CHANNEL_LAYERS = {
-    "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {
-            "hosts": CHANNEL_LAYER_HOSTS,
-            "prefix": env_str("CHANNEL_LAYER_PREFIX", "asgi"),
-            # Frames to a slow consumer are dropped past this, not buffered forever.
-            "capacity": env_int("CHANNEL_LAYER_CAPACITY", 1000),
-            "expiry": 60,
-            "group_expiry": 86400,
-        },
-    }
-}
 
 # --- Celery ---------------------------------------------------------------------
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html

@@ -1,7 +1,7 @@
 """Fixtures: a real Redis for the session, live Daphne processes, users and browsers.
 
 Redis starts before any test and its URL replaces the settings' default, so consumer
-tests (WebsocketCommunicator) use the real ``RedisChannelLayer`` too. The SQLite test
+tests (WebsocketCommunicator) broadcast through the real Redis too. The SQLite test
 database is a file that the Daphne processes open as well; tests that talk to a live
 server use ``transactional_db`` so their data is committed and visible there.
 
@@ -73,7 +73,6 @@ def pytest_configure(config: pytest.Config) -> None:
         test_db["NAME"] = str(base.with_name(f"{base.stem}-{os.getpid()}{base.suffix}"))
     settings.REDIS_URL = url
     settings.CELERY_BROKER_URL = url
-    settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [url]
     from realtime.celery import app
 
     app.conf.broker_url = url

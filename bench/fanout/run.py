@@ -1057,7 +1057,9 @@ def main(argv: list[str] | None = None) -> int:
             key, _, value = item.partition("=")
             env_p[key] = value
         url_s = f"redis://127.0.0.1:{redis_s.port}/0"
-        env_s = services.app_env(REDIS_URL=url_s, CELERY_BROKER_URL=url_s, **common)
+        env_s = services.app_env(
+            REDIS_URL=url_s, CELERY_BROKER_URL=url_s, DJANGO_SETTINGS_MODULE="bench.fanout.stock_settings", **common
+        )
         cookies = setup_project_db(cfg, env_p)
 
         servers: dict[str, Server] = {}

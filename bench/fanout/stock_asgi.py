@@ -1,8 +1,9 @@
 """ASGI application for the stock tutorial chat (the tutorial's ``mysite/asgi.py``).
 
-    DJANGO_SETTINGS_MODULE=realtime.settings daphne -b 127.0.0.1 -p PORT bench.fanout.stock_asgi:application
+    DJANGO_SETTINGS_MODULE=bench.fanout.stock_settings daphne -b 127.0.0.1 -p PORT bench.fanout.stock_asgi:application
 
-Only ``CHANNEL_LAYERS`` matters from the settings; run.py gives it its own Redis.
+Only ``CHANNEL_LAYERS`` matters from the settings (:mod:`stock_settings`: the project's
+and a channel layer); run.py gives it its own Redis.
 Routes: ``ws/stock/<room>/`` (the chat) and ``ws/stock-echo/`` (S1's echo).
 """
 
@@ -10,7 +11,7 @@ import os
 
 from django.core.asgi import get_asgi_application
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "realtime.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.fanout.stock_settings")
 django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402

@@ -4,8 +4,8 @@ This is the consumer from the Channels tutorial ("Rewrite chat server as asynchr
 unchanged but for the room coming from the ``room`` URL kwarg: ``group_add`` and
 ``accept`` on connect, ``json.loads`` then ``group_send`` on receive, and one
 ``json.dumps`` + ``send`` per member in ``chat_message``. It runs on the same Daphne,
-the same ``RedisChannelLayer`` settings (``realtime.settings``) and the same versions as
-the project; the ASGI application is :mod:`stock_asgi` next to this file.
+settings and versions as the project, plus the ``RedisChannelLayer`` that only it needs
+(:mod:`stock_settings`); the ASGI application is :mod:`stock_asgi` next to this file.
 
 ``StockEchoConsumer`` is the plain ``AsyncWebsocketConsumer`` echo for scenario S1.
 """
