@@ -727,15 +727,15 @@ def grafana_dashboard(cat: Any) -> str:
             _quantiles("realtime_push_latency_seconds", "max", ("region", "audience")),
         ),
         (
-            "Channel layer errors and drops per second",
+            "Redis errors and dropped broadcasts per second",
             "ops",
             [
                 (
-                    f"sum by (region, op) (rate(realtime_channel_layer_errors_total{sel}[$__rate_interval]))",
-                    "error {{op}} {{region}}",
+                    f"sum by (region, op) (rate(realtime_redis_errors_total{sel}[$__rate_interval]))",
+                    "Redis error {{op}} {{region}}",
                 ),
                 (
-                    f"sum by (region, reason) (rate(realtime_channel_layer_dropped_total{sel}[$__rate_interval]))",
+                    f"sum by (region, reason) (rate(realtime_broadcast_dropped_total{sel}[$__rate_interval]))",
                     "dropped {{reason}} {{region}}",
                 ),
             ],

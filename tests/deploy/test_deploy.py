@@ -317,7 +317,7 @@ def _process_behind(port: int, cookie: str | None) -> str:
     """Which Daphne process served the request: the ``process`` label of its /metrics."""
     response, body = _get(port, "/metrics", headers={"Cookie": f"sessionid={cookie}"} if cookie else None)
     assert response.status == 200, body
-    return re.search(r'realtime_active_connections\{region="[^"]*",process="([^"]+)"\}', body).group(1)
+    return re.search(r'^realtime_active_connections\{[^}]*process="([^"]+)"', body, re.M).group(1)
 
 
 @pytest.mark.live
@@ -468,12 +468,17 @@ def test_systemd_units_pass_systemd_analyze_verify(tmp_path):
 # --- Monitoring ------------------------------------------------------------------------------
 
 
+def _families() -> dict[str, str]:
+    """Each family /metrics exports, named as its series are (counters with ``_total``), and its type."""
+    return {f.name + ("_total" if f.type == "counter" else ""): f.type for f in metrics.REGISTRY.collect()}
+
+
 def _exported_names() -> set[str]:
     names = set()
-    for metric in metrics.REGISTRY:
-        names.add(metric.name)
-        if metric.kind == "histogram":
-            names |= {f"{metric.name}_bucket", f"{metric.name}_sum", f"{metric.name}_count"}
+    for name, kind in _families().items():
+        names.add(name)
+        if kind == "histogram":
+            names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
     return names
 
 
@@ -485,7 +490,7 @@ def test_dashboard_and_autoscaler_name_only_exported_metrics():
     used = {n for e in exprs for n in re.findall(r"\brealtime_[a-z_]+\b", e)}
     assert used and used <= exported, used - exported
     # Every exported family is on the dashboard.
-    assert {m.name for m in metrics.REGISTRY} <= {re.sub(r"_(bucket|sum|count)$", "", n) for n in used}
+    assert set(_families()) <= {re.sub(r"_(bucket|sum|count)$", "", n) for n in used}
     adapter = yaml.safe_load((GENERATED / "prometheus" / "adapter-rules.yaml").read_text())
     assert adapter["rules"][0]["name"]["as"] == "realtime_active_connections" in exported
     prometheus = yaml.safe_load((GENERATED / "prometheus" / "prometheus.yml").read_text())

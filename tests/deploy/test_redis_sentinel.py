@@ -1,4 +1,4 @@
-"""Redis Sentinel: REDIS_SENTINELS + REDIS_SENTINEL_MASTER switch the channel layer and the Celery broker.
+"""Redis Sentinel: REDIS_SENTINELS + REDIS_SENTINEL_MASTER switch the project's Redis clients and the Celery broker.
 
 Settings are read in a fresh ``manage.py`` process with the variables set, as a
 deployment would; then a real Sentinel (``redis-server --sentinel``) watching the test
@@ -20,8 +20,20 @@ from tests.services import ROOT
 PRINT_SETTINGS = """
 import json
 from django.conf import settings
+from realtime.redis_pool import new_sync_client
+
+# What the project's Redis clients would connect to (building one does not connect).
+pool = new_sync_client().connection_pool
+manager = getattr(pool, "sentinel_manager", None)
 print(json.dumps({
-    "hosts": settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"],
+    "client": {
+        "master": getattr(pool, "service_name", None),
+        "sentinels": [
+            [s.connection_pool.connection_kwargs[k] for k in ("host", "port", "password")] for s in manager.sentinels
+        ] if manager else None,
+        "address": None if manager else [pool.connection_kwargs[k] for k in ("host", "port", "db")],
+        "password": pool.connection_kwargs.get("password"),
+    },
     "broker": settings.CELERY_BROKER_URL,
     "transport": settings.CELERY_BROKER_TRANSPORT_OPTIONS,
     "redis_url": settings.REDIS_URL,
@@ -45,35 +57,37 @@ def settings_with(**env: str) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def test_without_sentinel_variables_the_layer_and_broker_use_redis_url():
-    """No REDIS_SENTINELS: the channel layer's one host and the broker are REDIS_URL, as before."""
+def test_without_sentinel_variables_the_clients_and_broker_use_redis_url():
+    """No REDIS_SENTINELS: the project's Redis clients and the broker connect to REDIS_URL, as before."""
+    s = settings_with(REDIS_URL="redis://10.9.9.9:6379/3")
+    assert s["client"] == {"master": None, "sentinels": None, "address": ["10.9.9.9", 6379, 3], "password": None}
+    assert s["redis_url"] == "redis://10.9.9.9:6379/3"
     s = settings_with(REDIS_URL="redis://10.9.9.9:6379/0")
-    assert s["hosts"] == ["redis://10.9.9.9:6379/0"]
     assert s["broker"] == "redis://10.9.9.9:6379/0"
     assert "master_name" not in s["transport"]
 
 
 def test_sentinel_variables_give_the_sentinel_forms():
-    """REDIS_SENTINELS/MASTER: a channels_redis sentinel host entry and a sentinel:// broker with master_name."""
+    """REDIS_SENTINELS/MASTER: clients that ask those sentinels for that master, and a sentinel:// broker with
+    master_name."""
     s = settings_with(
         REDIS_URL="redis://10.9.9.9:6379/0",
         REDIS_SENTINELS="10.0.0.1:26379, [fd00::2]:26380,sentinel-c",
         REDIS_SENTINEL_MASTER="realtime-us-east",
     )
-    sentinels = [["10.0.0.1", 26379], ["fd00::2", 26380], ["sentinel-c", 26379]]
-    assert s["hosts"] == [{"sentinels": sentinels, "master_name": "realtime-us-east"}]
+    sentinels = [["10.0.0.1", 26379, None], ["fd00::2", 26380, None], ["sentinel-c", 26379, None]]
+    assert s["client"] == {"master": "realtime-us-east", "sentinels": sentinels, "address": None, "password": None}
     assert s["broker"] == "sentinel://10.0.0.1:26379;sentinel://[fd00::2]:26380;sentinel://sentinel-c:26379"
     assert s["transport"]["master_name"] == "realtime-us-east"
     assert s["transport"]["visibility_timeout"] == 3600  # the other options are kept
-    # Presence, rate limits and tickets still use REDIS_URL (realtime/redis_pool.py).
-    assert s["redis_url"] == "redis://10.9.9.9:6379/0"
+    assert s["redis_url"] == "redis://10.9.9.9:6379/0"  # kept, unused while the sentinels lead
 
 
 def test_sentinel_password_reaches_the_sentinels_and_the_master():
-    """REDIS_SENTINEL_PASSWORD: in the layer's host entry and sentinel_kwargs, in the broker URLs (quoted)."""
+    """REDIS_SENTINEL_PASSWORD: for the sentinels and the master the clients reach, in the broker URLs (quoted)."""
     s = settings_with(REDIS_SENTINELS="s1:26379", REDIS_SENTINEL_MASTER="m", REDIS_SENTINEL_PASSWORD="p@ss/word")
-    assert s["hosts"][0]["password"] == "p@ss/word"
-    assert s["hosts"][0]["sentinel_kwargs"] == {"password": "p@ss/word"}
+    assert s["client"]["sentinels"] == [["s1", 26379, "p@ss/word"]]
+    assert s["client"]["password"] == "p@ss/word"
     assert s["broker"] == "sentinel://:p%40ss%2Fword@s1:26379"
     assert s["transport"]["sentinel_kwargs"] == {"password": "p@ss/word"}
 
@@ -110,7 +124,7 @@ with app.connection_for_write() as conn:
     got.ack()
     queue.close()
     transport = type(conn.transport).__module__ + "." + type(conn.transport).__name__
-print(json.dumps({"layer": message, "sockets": count, "sync": redis_sync().get("sentinel-sync").decode(),
+print(json.dumps({"broadcast": message, "sockets": count, "sync": redis_sync().get("sentinel-sync").decode(),
                   "broker": got.payload, "transport": transport}))
 """
 
@@ -144,7 +158,7 @@ def test_hub_presence_and_broker_find_the_master_through_a_real_sentinel(sentine
     )
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert out["layer"] == {"type": "sentinel.check", "n": 1}
+    assert out["broadcast"] == {"type": "sentinel.check", "n": 1}
     assert out["sockets"] == 1 and out["sync"] == "ok"
     assert out["broker"] == {"n": 2}
     assert out["transport"] == "kombu.transport.redis.SentinelTransport"

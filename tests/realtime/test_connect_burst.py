@@ -1,9 +1,11 @@
 """A burst of handshakes against a live Daphne: the pinned redis-py must not fail any of them.
 
 requirements.txt pins redis-py 6.4.0 because 8.x with channels-redis 4.3.0 fails bursts
-of concurrent handshakes with ``MaxConnectionsError`` (HTTP 500). Each handshake here
-runs the whole path: Origin check, session lookup, the per-user connection cap in Redis,
-two channel-layer ``group_add`` calls, accept, and the ``hello`` frame.
+of concurrent handshakes with ``MaxConnectionsError`` (HTTP 500). The project has no
+channel layer any more, but the benchmark's stock chat does (bench/fanout/stock_settings.py),
+so the pin is proven on both: the project's handshake (Origin check, session lookup, the
+per-user connection cap in Redis, the hub's subscriptions, accept, the ``hello`` frame) and
+the stock chat's (``group_add`` on channels-redis, accept, then a ``group_send`` to all).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
+from tests import services
 from tests.conftest import cookie_header
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
@@ -69,5 +72,50 @@ async def test_burst_of_100_concurrent_handshakes_all_succeed(daphne: Any, cooki
         assert by_user == {f"burst{i}": SOCKETS // USERS for i in range(USERS)}
         assert elapsed < DEADLINE, f"the burst took {elapsed:.1f} s"
         assert "MaxConnectionsError" not in daphne.log()
+    finally:
+        await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+
+
+@pytest.fixture
+def stock_daphne(app_env: dict[str, str]) -> Any:
+    """The benchmark's stock tutorial chat on stock Daphne, its channel layer on the session's Redis."""
+    port = services.free_port()
+    server = services.Service(
+        f"stock-daphne-{port}",
+        [str(services.BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "-v", "0",
+         "bench.fanout.stock_asgi:application"],
+        env={**app_env, "DJANGO_SETTINGS_MODULE": "bench.fanout.stock_settings"}, port=port,
+    ).start()
+    yield server
+    server.stop()
+
+
+async def test_burst_of_100_concurrent_handshakes_on_the_stock_chat_all_succeed(stock_daphne: Any) -> None:
+    """100 handshakes at once on the channels-redis chat: every one accepted, no HTTP 500, and a message
+    then reaches all 100 through the layer's group."""
+    url = f"{stock_daphne.ws_url}/ws/stock/burst/"
+    origin = f"http://127.0.0.1:{stock_daphne.port}"
+    started = time.monotonic()
+
+    async def open_one() -> ClientConnection | Any:
+        try:
+            return await connect(url, origin=origin, open_timeout=DEADLINE, max_queue=None)
+        except InvalidStatus as exc:
+            return exc.response.status_code
+        except Exception as exc:  # noqa: BLE001 - reported below
+            return repr(exc)
+
+    results = await asyncio.gather(*(open_one() for _ in range(SOCKETS)))
+    elapsed = time.monotonic() - started
+    sockets = [ws for ws in results if isinstance(ws, ClientConnection)]
+    try:
+        failures = [outcome for outcome in results if not isinstance(outcome, ClientConnection)]
+        assert 500 not in failures, f"HTTP 500 during the burst; daphne log:\n{stock_daphne.log()[-4000:]}"
+        assert failures == [], f"{len(failures)} handshakes failed: {failures[:10]}"
+        assert elapsed < DEADLINE, f"the burst took {elapsed:.1f} s"
+        await sockets[0].send(json.dumps({"message": "after the burst"}))
+        got = await asyncio.gather(*(asyncio.wait_for(ws.recv(), DEADLINE) for ws in sockets))
+        assert [json.loads(g) for g in got] == [{"message": "after the burst"}] * SOCKETS
+        assert "MaxConnectionsError" not in stock_daphne.log()
     finally:
         await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
