@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.metrics_core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 logger = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ def _region() -> str:
     return settings.REGION
 
 
-class ProcessLabels:
+class ProcessLabels(Collector):
     """A collector that reports another registry's metrics with ``region`` and ``process`` added.
 
     The labels are read at each scrape, not bound when the metric is made: the hot path
@@ -79,7 +80,7 @@ class ProcessLabels:
             yield family
 
 
-class RedisHistogram:
+class RedisHistogram(Collector):
     """A histogram kept in Redis, for observations made where no /metrics is served (Celery children).
 
     A ``prometheus_client`` collector: each scrape reads the region's series from Redis.
@@ -111,7 +112,7 @@ class RedisHistogram:
         try:
             pipe = redis_sync().pipeline(transaction=False)
             pipe.hincrby(key, f"b{index}", 1)
-            pipe.hincrby(key, "count", 1)
+            pipe.hincrby(key, "count", 1)  # unused here (+Inf is the count); older releases read it
             pipe.hincrbyfloat(key, "sum", value)
             pipe.sadd(self._index, key)
             pipe.execute()
@@ -140,19 +141,17 @@ class RedisHistogram:
         from realtime.redis_pool import redis_sync
 
         client = redis_sync()
-        keys = sorted(k.decode() for k in client.smembers(self._index))
-        keys = [k for k in keys if json.loads(k[len(self._index) + 1:])[0] == region]
+        prefix = len(self._index) + 1
+        labelled = {key: json.loads(key[prefix:]) for key in sorted(k.decode() for k in client.smembers(self._index))}
+        keys = [key for key, values in labelled.items() if values[0] == region]
         pipe = client.pipeline(transaction=False)
         for key in keys:
             pipe.hgetall(key)
         series = []
         for key, raw in zip(keys, pipe.execute(), strict=True):
             fields = {k.decode(): v for k, v in raw.items()}
-            series.append((
-                json.loads(key[len(self._index) + 1:]),
-                [int(fields.get(f"b{i}", 0)) for i in range(len(self.buckets))],
-                float(fields.get("sum", 0)),
-            ))
+            per_bucket = [int(fields.get(f"b{i}", 0)) for i in range(len(self.buckets))]
+            series.append((labelled[key], per_bucket, float(fields.get("sum", 0))))
         return series
 
 
