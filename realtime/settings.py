@@ -196,7 +196,12 @@ USE_TZ = True
 # --- Static files (WhiteNoise serves them from Daphne) --------------------------
 
 STATIC_URL = "/static/"
-STATICFILES_DIRS = [BASE_DIR / "static"]
+# Browser code from npm (package.json; bin/bootstrap runs `npm ci`) is served from
+# node_modules under its own prefix; templates/base.html's import map names it.
+STATICFILES_DIRS = [
+    BASE_DIR / "static",
+    ("vendor/msgpack", BASE_DIR / "node_modules" / "@msgpack" / "msgpack" / "dist.esm"),
+]
 STATIC_ROOT = BASE_DIR / "var" / "staticfiles"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

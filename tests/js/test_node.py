@@ -28,7 +28,7 @@ def test_client_unit_tests_pass_on_node(node):
 
 
 def test_javascript_msgpack_is_what_python_reads_and_writes(node):
-    """Frames encoded by static/js/msgpack.js decode in Python to the same object, and back."""
+    """Frames encoded by static/js/msgpack.js (the npm package) decode in Python to the same object, and back."""
     event = {"type": "message", "room": "lobby", "seq": 2**40, "id": 7, "body": "héllo ✓", "client_id": None,
              "neg": -200000, "f": 1.5, "ok": True, "list": [1, "two"]}
     script = (
