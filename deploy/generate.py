@@ -16,7 +16,8 @@ Writes, under the output directory:
 * ``grafana/realtime.json``: a dashboard of every metric of realtime/metrics.py.
 
 The output is deterministic; ``--check`` exits 1 when the directory differs from a fresh
-generation (tests/deploy/test_deploy.py does the same). Needs only Python 3.11.
+generation (tests/deploy/test_deploy.py does the same). Needs Python 3.11 and PyYAML
+(requirements.txt).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import re
 import sys
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "deploy" / "generated"
@@ -57,48 +60,20 @@ def edges_module() -> Any:
     return module
 
 
-# --- YAML (a small emitter: the generator needs no PyYAML) ---------------------------
-
-_PLAIN = re.compile(r"[A-Za-z_/][A-Za-z0-9_./-]*")
-_YAML_WORDS = {"true", "false", "yes", "no", "on", "off", "y", "n", "null", "~"}
+# --- YAML ---------------------------------------------------------------------------
 
 
-def _scalar(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return str(value)
-    text = str(value)
-    if _PLAIN.fullmatch(text) and text.lower() not in _YAML_WORDS:
-        return text
-    return json.dumps(text, ensure_ascii=False)
+class _Dumper(yaml.SafeDumper):
+    """PyYAML's safe dumper, writing a value used twice (a probe) out twice, not as an alias."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
 
 
-def yaml_dump(value: Any, indent: int = 0) -> str:
-    """Block-style YAML of dicts, lists and scalars (strings quoted whenever plain could mislead)."""
-    pad = " " * indent
-    lines: list[str] = []
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if isinstance(item, (dict, list)) and item:
-                lines.append(f"{pad}{_scalar(key)}:")
-                lines.append(yaml_dump(item, indent + (0 if isinstance(item, list) else 2)))
-            else:
-                empty = "{}" if isinstance(item, dict) else "[]" if isinstance(item, list) else _scalar(item)
-                lines.append(f"{pad}{_scalar(key)}: {empty}")
-    elif isinstance(value, list):
-        for item in value:
-            if isinstance(item, (dict, list)) and item:
-                inner = yaml_dump(item, indent + 2).splitlines()
-                lines.append(f"{pad}- {inner[0].lstrip()}")
-                lines.extend(inner[1:])
-            else:
-                lines.append(f"{pad}- {_scalar(item)}")
-    else:
-        lines.append(pad + _scalar(value))
-    return "\n".join(lines)
+def yaml_dump(value: Any) -> str:
+    """Block-style YAML of plain data, by PyYAML: keys in the order written, long strings on one line."""
+    return yaml.dump(value, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True,
+                     width=1 << 16).rstrip("\n")
 
 
 def yaml_documents(*docs: dict[str, Any]) -> str:
