@@ -3,7 +3,7 @@
     .venv/bin/python deploy/simulate_regions.py [--quick] [--json PATH] [--delay-scale X]
 
 Starts one Redis, three Daphne processes (regions A, B and C, each with ``REGION`` set)
-and one process of delaying TCP proxies (``deploy/latency_proxy.py``), all on 127.0.0.1:
+and one process of delaying TCP proxies (``deploy/netproxy.py``), all on 127.0.0.1:
 
 * the user's links: 10 ms round trip to A, 80 ms to B, 200 ms to C;
 * the backbone: the one Redis lives in region A ("one global Redis", docs/deploy.md,
@@ -750,7 +750,7 @@ def run(tmp: Path, *, quick: bool, scale: float) -> dict[str, Any]:
     links += [f"{backbone_ports[n]}:{redis_port}:{BACKBONE_RTT_MS[n] * scale / 2:g}:backbone-{SHORT[n]}"
               for n in backbone_ports]
     proxy_log = tmp / "proxy.log"
-    proxy = spawn([sys.executable, str(ROOT / "deploy" / "latency_proxy.py"), *links, "--max-seconds", "900"],
+    proxy = spawn([sys.executable, str(ROOT / "deploy" / "netproxy.py"), *links, "--max-seconds", "900"],
                   dict(os.environ, PYTHONUNBUFFERED="1"), proxy_log)
     wait_for_port(redis_port, redis, redis_log)
     for port in [*user_ports.values(), *backbone_ports.values()]:

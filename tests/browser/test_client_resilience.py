@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
+from deploy.netproxy import Proxy
 from tests import services
 from tests.browser.login import submit_login
 from tests.browser.test_chat_page import log_in
 from tests.conftest import cookie_header
-from tests.netproxy import Proxy
 
 pytestmark = [pytest.mark.browser, pytest.mark.live, pytest.mark.django_db(transaction=True)]
 

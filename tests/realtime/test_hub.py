@@ -3,7 +3,7 @@
 A join subscribes its room and then reads the history; a message committed after that
 read must arrive live. That holds only if Redis already processed the SUBSCRIBE when
 ``subscribe`` returned, whatever the distance to Redis: here 300 ms each way through
-the fault proxy (tests/netproxy.py), while the message is published directly.
+the fault proxy (deploy/netproxy.py), while the message is published directly.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import asyncio
 
 import redis.asyncio as aioredis
 
+from deploy.netproxy import Proxy
 from realtime.broadcast import _QueueListener
 from realtime.hub import PREFIX, Hub, pack
-from tests.netproxy import Proxy
 
 
 async def test_a_message_published_right_after_subscribe_returns_is_delivered(redis_service, settings) -> None:

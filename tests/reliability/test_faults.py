@@ -4,7 +4,7 @@ Each test runs its own Redis and Daphne processes (so killing them harms no othe
 test) against the shared test database, with two resuming clients (tests/reliability/
 client.py) chatting across two processes: alice on the first, bob on the second.
 
-The partition tests put a fault-injecting proxy (tests/netproxy.py) on each process's
+The partition tests put a fault-injecting proxy (deploy/netproxy.py) on each process's
 link to Redis: the app's ``REDIS_URL`` names its proxy, while the test and its checks
 read the database (and could read Redis) directly, past the fault.
 """
@@ -23,8 +23,8 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import connections
 
+from deploy.netproxy import Proxy
 from tests import services
-from tests.netproxy import Proxy
 from tests.reliability.client import ResumingClient
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
