@@ -6,10 +6,9 @@ PY := .venv/bin/python
 setup:
 	@bin/bootstrap
 
+# bin/run starts Redis, then migrates, collects static files and creates the demo data,
+# then starts the other roles; Ctrl-C stops them, and Redis last.
 run: setup
-	@$(PY) manage.py migrate --noinput -v 0
-	@$(PY) manage.py collectstatic --noinput -v 0
-	@$(PY) manage.py demo_data
 	@exec $(PY) bin/run
 
 # The whole suite against real Redis, Daphne, Celery and Chromium processes that the
