@@ -82,7 +82,7 @@ def test_delay_is_paid_each_way_and_a_burst_keeps_its_spacing(proxy: Proxy) -> N
         start = time.monotonic()
         sock.sendall(b"fast")
         assert _recv_exactly(sock, 4) == b"fast"
-        assert time.monotonic() - start < 0.15
+        assert time.monotonic() - start < 0.2  # below one delayed round trip
 
 
 def test_cut_resets_every_connection_and_new_ones_pass(proxy: Proxy) -> None:
@@ -93,7 +93,7 @@ def test_cut_resets_every_connection_and_new_ones_pass(proxy: Proxy) -> None:
         assert _recv_exactly(sock, 1) == b"x"
     assert proxy.cut() == 4  # two clients, two upstream sockets
     for sock in socks:
-        with pytest.raises(ConnectionResetError):
+        with pytest.raises((ConnectionResetError, BrokenPipeError)):
             sock.sendall(b"y")
             if not sock.recv(1):
                 raise ConnectionResetError("closed")
