@@ -226,10 +226,12 @@ class PostgresCluster:
 
     ``initdb`` refuses to run as root, so as root the cluster belongs to the ``postgres``
     user (Debian's package creates it) and the binaries run through ``runuser``. Trust
-    authentication on loopback and ``fsync=off``: a test cluster, gone when it stops.
+    authentication on loopback and ``fsync=off``: a test cluster, gone when it stops
+    (``durable``: fsync and synchronous commit stay on, for benchmarks of writes).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
+        self.durable = durable
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="pg-"))
         self.data = self.root / "data"
@@ -249,7 +251,9 @@ class PostgresCluster:
             self._run(_postgres_bin("initdb"), "-D", str(self.data), "--auth=trust", "-U", "postgres",
                       "--encoding=UTF8", "--locale=C.UTF-8", "--no-instructions")
         options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{self.root}' "
-                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+                   "-c max_connections=200")
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(_postgres_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.log_path), "-o", options,
                   "-w", "-t", "60", "start")
         wait_for_port(self.port)
