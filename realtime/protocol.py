@@ -51,6 +51,13 @@ class CloseCode:
     TOO_MANY_CONNECTIONS = 4029
 
 
+#: Close codes after which a client must not reconnect by itself: reconnecting would
+#: only be refused again until the user acts (logs in, closes a tab).
+NO_RECONNECT: frozenset[int] = frozenset(
+    {CloseCode.SESSION_ENDED, CloseCode.FORBIDDEN, CloseCode.TOO_MANY_CONNECTIONS}
+)
+
+
 CLOSE_CODE_DOCS: dict[int, str] = {
     CloseCode.NORMAL: "normal closure",
     CloseCode.GOING_AWAY: "server going away (shutting down or draining): reconnect now, to another process",
