@@ -2,6 +2,7 @@
 // All socket work is in realtime-client.js. User text is rendered with textContent only.
 
 import { RealtimeClient } from "./realtime-client.js";
+import { CloseCode, ErrorCode } from "./protocol-codes.js";
 import { EdgeRouter } from "./edges.js";
 
 const config = JSON.parse(document.getElementById("chat-config").textContent);
@@ -246,7 +247,7 @@ client.on("removed", (e) => {
 client.on("error", (e) => {
   if (e.client_id) {
     const li = els.messages.querySelector(`li.pending[data-client-id="${CSS.escape(e.client_id)}"]`);
-    if (li && e.code !== "rate_limited" && e.code !== "unavailable") {
+    if (li && e.code !== ErrorCode.RATE_LIMITED && e.code !== ErrorCode.UNAVAILABLE) {
       li.classList.replace("pending", "failed");
       li.title = e.detail;
     }
@@ -271,9 +272,9 @@ client.on("mention", (e) => {
   renderRooms();
 });
 client.on("disconnected", ({ code }) => {
-  if (code === 4001) showNotice("Your session ended. Please log in again.");
-  else if (code === 4003) showNotice("Your account can no longer chat.");
-  else if (code === 4029) showNotice("Too many open tabs: close one and reload.");
+  if (code === CloseCode.SESSION_ENDED) showNotice("Your session ended. Please log in again.");
+  else if (code === CloseCode.FORBIDDEN) showNotice("Your account can no longer chat.");
+  else if (code === CloseCode.TOO_MANY_CONNECTIONS) showNotice("Too many open tabs: close one and reload.");
 });
 
 function clearTyping(user) {

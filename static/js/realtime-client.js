@@ -13,19 +13,13 @@
 // `upgradeEveryMs`, switching back as soon as one opens.
 
 import * as msgpack from "./msgpack.js";
+// Generated from realtime/protocol.py (manage.py protocol_docs): the codes are typed once.
+import { CloseCode, ErrorCode, NO_RECONNECT } from "./protocol-codes.js";
 
-export const CloseCode = Object.freeze({
-  NORMAL: 1000,
-  GOING_AWAY: 4000, // the server is draining: reconnect now
-  MESSAGE_TOO_BIG: 1009,
-  SESSION_ENDED: 4001,
-  FORBIDDEN: 4003,
-  RATE_LIMITED: 4008,
-  TOO_MANY_CONNECTIONS: 4029,
-});
+export { CloseCode, ErrorCode };
 
 // Close codes after which reconnecting cannot help.
-const FINAL_CODES = new Set([CloseCode.SESSION_ENDED, CloseCode.FORBIDDEN, CloseCode.TOO_MANY_CONNECTIONS]);
+const FINAL_CODES = NO_RECONNECT;
 
 export function backoffDelay(attempt, { baseMs = 1000, capMs = 30000, random = Math.random } = {}) {
   // Full jitter (AWS Architecture Blog, "Exponential Backoff And Jitter").
@@ -88,7 +82,7 @@ export class WebSocketTransport {
   /** Drop the socket now, as if the network died (heartbeat timeout). */
   kill(code = 1006, reason = "dropped") {
     this.ws.onopen = this.ws.onmessage = this.ws.onclose = null;
-    try { this.ws.close(4000, reason); } catch (e) { /* already closing */ }
+    try { this.ws.close(CloseCode.GOING_AWAY, reason); } catch (e) { /* already closing */ }
     this._closed(code, reason);
   }
 
@@ -552,7 +546,7 @@ export class RealtimeClient extends EventTarget {
       case "error":
         if (event.client_id && this.pending.has(event.client_id)) {
           const frame = this.pending.get(event.client_id);
-          if (event.code === "rate_limited" || event.code === "unavailable") {
+          if (event.code === ErrorCode.RATE_LIMITED || event.code === ErrorCode.UNAVAILABLE) {
             // Retry later with the same client_id: the server never stores it twice.
             setTimeout(() => this._trySend(frame), Math.max(1000, (event.retry_after || 1) * 1000));
           } else {
