@@ -29,6 +29,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgpack
 
@@ -91,6 +92,12 @@ def with_ticket(url: str, ticket: str) -> str:
     return f"{url}{'&' if '?' in url else '?'}ticket={ticket}"
 
 
+def site_origin(url: str) -> str:
+    """The http(s) origin of a ws(s) URL: the Origin a page of that site sends."""
+    parts = urlsplit(url)
+    return f"{'https' if parts.scheme == 'wss' else 'http'}://{parts.netloc}"
+
+
 def client_id_new(prefix: str = "py") -> str:
     """A fresh idempotency key for one message."""
     return f"{prefix}-{uuid.uuid4().hex[:16]}"
@@ -101,7 +108,8 @@ class ResumingClient:
 
     ``url`` is one socket URL, several (tried in turn, moving on after a connect that
     failed), or an async callable that returns the URL before each connect (an edge
-    router). Authentication: a ``cookie`` header value (the session), or ``ticket``, an
+    router). Authentication: a ``cookie`` header value (the session; ``origin`` then
+    defaults to the URL's own site, as a page of that site would send), or ``ticket``, an
     async callable issuing a single-use ticket for each connect. ``encoding`` is
     ``"json"`` or ``"msgpack"`` (offered as subprotocol; the server's choice is used).
 
@@ -155,7 +163,7 @@ class ResumingClient:
         #: The close code (or HTTP status) that ended the client for good, if any.
         self.close_code: int | None = None
         self.url: str | None = None  # the URL of the current (or last) connection
-        self.user: str | None = None  # from the server's hello
+        self.username: str | None = None  # from the server's hello
         self.protocol: str | None = None  # the negotiated subprotocol
         self.rtt_ms: float | None = None
         self.connections = 0  # sockets opened so far
@@ -170,6 +178,7 @@ class ResumingClient:
         self._confirmed: dict[str, asyncio.Future] = {}
         self._timers: set[asyncio.TimerHandle] = set()
         self._pong: asyncio.Future | None = None
+        self._heartbeat_t: float | None = None
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -321,9 +330,10 @@ class ResumingClient:
                 self.url = url
                 options: dict[str, Any] = {"ssl": self.ssl} if self.ssl is not None else {}
                 headers = {"Cookie": self.cookie} if self.cookie else None
+                origin = self.origin or (site_origin(url) if self.cookie else None)
                 offered = [SUBPROTOCOL_MSGPACK, SUBPROTOCOL_JSON] if self.encoding == "msgpack" else [SUBPROTOCOL_JSON]
                 async with connect(
-                    url, origin=self.origin, additional_headers=headers, subprotocols=offered,
+                    url, origin=origin, additional_headers=headers, subprotocols=offered,
                     open_timeout=self.open_timeout, close_timeout=2, max_size=2**22, **options,
                 ) as ws:
                     opened = True
@@ -417,7 +427,8 @@ class ResumingClient:
             await asyncio.sleep(self.ping_interval)
             sent_at = time.monotonic()
             self._pong = asyncio.get_running_loop().create_future()
-            frame: dict[str, Any] = {"type": "ping", "t": time.time() * 1000}
+            self._heartbeat_t = time.time() * 1000
+            frame: dict[str, Any] = {"type": "ping", "t": self._heartbeat_t}
             if self.rtt_ms is not None:
                 frame["rtt"] = round(self.rtt_ms, 1)
             await self.send(frame)
@@ -489,12 +500,14 @@ class ResumingClient:
             self._on_seq_event(state, event)
             return
         if kind == "hello":
-            self.user = event.get("user")
+            self.username = event.get("user")
         elif kind == "pong":
             if isinstance(event.get("t"), (int, float)):
                 self.rtt_ms = time.time() * 1000 - event["t"]
             if self._pong is not None and not self._pong.done():
                 self._pong.set_result(None)
+            if event.get("t") == self._heartbeat_t:
+                return  # the heartbeat's own: not news to the reader
         elif kind == "joined" and state is not None:
             self._on_joined(room, state, event)
             return

@@ -3,9 +3,9 @@
 The article names poor debugging tools (``wscat``) as a WebSocket weakness; this is
 ours. It gets a ticket for the user, connects, joins the room, prints every frame
 readably (``--raw`` prints the JSON), sends each typed line as a message, and shows
-reconnects: after a drop it reconnects with backoff and full jitter, re-joins with
-``last_seq`` and resends unconfirmed lines with their ``client_id`` — the same
-guarantees as the browser client.
+reconnects. The connection is :class:`realtime.client.ResumingClient`'s: backoff with
+full jitter, re-join from the last contiguous seq, unconfirmed lines resent with their
+``client_id`` — the same guarantees as the browser client.
 
 Lines starting with ``/`` are commands: ``/raw {json}`` sends a frame as is,
 ``/join ROOM``, ``/leave``, ``/ping``, ``/quit``. At the end of input (a pipe), it
@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import sys
 import time
-import uuid
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from realtime.auth import ticket_issue
+from realtime.client import CLOSED, CONNECTED, RECONNECTING, ResumingClient
+from realtime.protocol import NO_RECONNECT
 
 
 def _clock(ts: str | None = None) -> str:
@@ -64,18 +65,14 @@ def render(event: dict[str, Any]) -> str:
     return f"* {json.dumps(event, ensure_ascii=False)}"
 
 
-class Client:
-    """The connection loop: connect, join, read, resend, reconnect."""
+class Terminal:
+    """The terminal's side of one client: a ticket per connect, state lines, and the printer."""
 
     def __init__(self, *, url: str, user: Any, room: str, raw: bool, out: Any, ticket: str | None) -> None:
         self.url, self.user, self.room, self.raw, self.out = url, user, room, raw, out
         self.fixed_ticket = ticket
-        self.last_seq: int | None = None
-        self.pending: dict[str, dict[str, Any]] = {}
-        self.ws: Any = None
-        self.attempt = 0
-        self.done = False
-        self.joined = asyncio.Event()
+        self.client = ResumingClient(url, rooms=[room], ticket=self._ticket, on_state=self.on_state,
+                                     client_id_prefix="cli")
 
     def say(self, line: str) -> None:
         self.out.write(line + "\n")
@@ -85,75 +82,23 @@ class Client:
         if self.fixed_ticket:
             ticket, self.fixed_ticket = self.fixed_ticket, None
             return ticket
-        from asgiref.sync import sync_to_async
-
         return await sync_to_async(ticket_issue)(user=self.user)
 
-    async def send(self, frame: dict[str, Any]) -> None:
-        if self.ws is not None:
-            try:
-                await self.ws.send(json.dumps(frame))
-            except Exception:
-                pass  # the reader notices the drop and reconnects; pending lines are resent
+    def on_state(self, state: str, info: dict[str, Any]) -> None:
+        """Connection changes as lines: connected, why a connect failed, the wait before the next."""
+        if state == CONNECTED:
+            self.say(f"* connected to {self.url} as {self.user.get_username()}")
+        elif state == RECONNECTING and "delay" in info:
+            if info.get("error"):
+                self.say(f"! {info['error']}")
+            self.say(f"~ disconnected ({info.get('code')}); reconnecting in {info['delay']:.1f} s")
+        elif state == CLOSED and info.get("code") in NO_RECONNECT:
+            self.say(f"! closed with {info['code']}; not reconnecting")
 
-    async def post(self, body: str) -> None:
-        frame = {"type": "message", "room": self.room, "body": body, "client_id": f"cli-{uuid.uuid4().hex[:16]}"}
-        self.pending[frame["client_id"]] = frame
-        await self.send(frame)
-
-    async def run(self) -> None:
-        from websockets.asyncio.client import connect
-        from websockets.exceptions import InvalidStatus, WebSocketException
-
-        while not self.done:
-            try:
-                ticket = await self._ticket()
-                async with connect(f"{self.url}?ticket={ticket}", open_timeout=10, max_size=2**20) as ws:
-                    self.ws = ws
-                    self.say(f"* connected to {self.url} as {self.user.get_username()}")
-                    join: dict[str, Any] = {"type": "join", "room": self.room}
-                    if self.last_seq is not None:
-                        join["last_seq"] = self.last_seq
-                    await ws.send(json.dumps(join))
-                    connected_at = time.monotonic()
-                    async for data in ws:
-                        if time.monotonic() - connected_at > 10:
-                            self.attempt = 0
-                        self.handle(json.loads(data))
-                    code = ws.close_code
-            except InvalidStatus as exc:
-                code = exc.response.status_code
-                self.say(f"! handshake refused: HTTP {code}")
-            except (TimeoutError, OSError, WebSocketException) as exc:
-                code = None
-                self.say(f"! connection failed: {type(exc).__name__}")
-            self.ws = None
-            if self.done:
-                return
-            if code in (4001, 4003, 4029):
-                self.say(f"! closed with {code}; not reconnecting")
-                self.done = True
-                return
-            delay = random.uniform(0, min(30.0, 2.0 ** self.attempt))
-            self.attempt += 1
-            self.say(f"~ disconnected ({code}); reconnecting in {delay:.1f} s")
-            await asyncio.sleep(delay)
-
-    def handle(self, event: dict[str, Any]) -> None:
-        kind = event.get("type")
-        if kind == "joined" and event.get("room") == self.room:
-            self.joined.set()
-            if event.get("reset") or self.last_seq is None:
-                self.last_seq = event.get("seq")
-            asyncio.get_running_loop().create_task(self._resend())
-        if kind in ("message", "message.deleted") and event.get("room") == self.room:
-            self.last_seq = max(self.last_seq or 0, event.get("seq", 0))
-            self.pending.pop(event.get("client_id"), None)
-        self.say(json.dumps(event, ensure_ascii=False) if self.raw else render(event))
-
-    async def _resend(self) -> None:
-        for frame in list(self.pending.values()):
-            await self.send(frame)
+    async def print_events(self) -> None:
+        """Every event the client delivers, as a line, until it closes."""
+        async for event in self.client:
+            self.say(json.dumps(event, ensure_ascii=False) if self.raw else render(event))
 
 
 class Command(BaseCommand):
@@ -171,54 +116,57 @@ class Command(BaseCommand):
         account = get_user_model().objects.filter(username=user, is_active=True).first()
         if account is None:
             raise CommandError(f"no active user {user!r}")
-        client = Client(url=url, user=account, room=room, raw=raw, out=sys.stdout, ticket=ticket)
+        terminal = Terminal(url=url, user=account, room=room, raw=raw, out=sys.stdout, ticket=ticket)
         try:
-            asyncio.run(self._main(client, wait))
+            asyncio.run(self._main(terminal, wait))
         except KeyboardInterrupt:
             pass
 
-    async def _main(self, client: Client, wait: float) -> None:
-        runner = asyncio.get_running_loop().create_task(client.run())
+    async def _main(self, terminal: Terminal, wait: float) -> None:
+        client = terminal.client
         loop = asyncio.get_running_loop()
-        try:
-            # Typed (or piped) input starts once the room is joined, so nothing races the join.
-            await asyncio.wait_for(client.joined.wait(), wait)
-        except TimeoutError:
-            client.say("! not joined yet; lines are sent once the connection is up")
-        while True:
-            line = await loop.run_in_executor(None, sys.stdin.readline)
-            if not line:
-                break
-            line = line.rstrip("\n")
-            if not line.strip():
-                continue
-            if line.startswith("/"):
-                command, _, rest = line.partition(" ")
-                if command == "/quit":
+        async with client:
+            printer = loop.create_task(terminal.print_events())
+            try:
+                # Typed (or piped) input starts once the room is joined, so nothing races the join.
+                await client.wait_joined(terminal.room, wait)
+            except TimeoutError:
+                terminal.say("! not joined yet; lines are sent once the connection is up")
+            while client.running:
+                line = await loop.run_in_executor(None, sys.stdin.readline)
+                if not line:
                     break
-                if command == "/raw":
-                    try:
-                        await client.send(json.loads(rest))
-                    except ValueError:
-                        client.say("! /raw needs a JSON object")
-                elif command == "/join":
-                    client.room, client.last_seq = rest.strip(), None
-                    await client.send({"type": "join", "room": client.room})
-                elif command == "/leave":
-                    await client.send({"type": "leave", "room": client.room})
-                elif command == "/ping":
-                    await client.send({"type": "ping", "t": time.time() * 1000})
-                else:
-                    client.say("! commands: /raw JSON, /join ROOM, /leave, /ping, /quit")
-                continue
-            await client.post(line)
-        deadline = time.monotonic() + wait
-        while client.pending and time.monotonic() < deadline and not runner.done():
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(0.3)  # replies to the last frames (errors, pongs) still print
-        if client.pending:
-            client.say(f"! {len(client.pending)} message(s) not confirmed")
-        client.done = True
-        if client.ws is not None:
-            await client.ws.close()
-        runner.cancel()
+                line = line.rstrip("\n")
+                if not line.strip():
+                    continue
+                if line.startswith("/"):
+                    command, _, rest = line.partition(" ")
+                    if command == "/quit":
+                        break
+                    await self._command(terminal, command, rest.strip())
+                    continue
+                client.send_message(terminal.room, line)
+            await client.settle(timeout=wait)
+            await asyncio.sleep(0.3)  # replies to the last frames (errors, pongs) still print
+            if client.pending:
+                terminal.say(f"! {len(client.pending)} message(s) not confirmed")
+        await printer
+
+    async def _command(self, terminal: Terminal, command: str, rest: str) -> None:
+        client = terminal.client
+        if command == "/raw":
+            try:
+                frame = json.loads(rest)
+            except ValueError:
+                terminal.say("! /raw needs a JSON object")
+                return
+            await client.send(frame)
+        elif command == "/join" and rest:
+            terminal.room = rest
+            await client.join(rest)
+        elif command == "/leave":
+            await client.leave(terminal.room)
+        elif command == "/ping":
+            await client.ping()
+        else:
+            terminal.say("! commands: /raw JSON, /join ROOM, /leave, /ping, /quit")
