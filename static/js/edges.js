@@ -19,8 +19,8 @@
 // names example.com hosts, keeps connecting to itself.
 //
 // Everything the browser provides (fetch, clocks, storage, location, cookies) can be
-// injected, so tests/js/edges.test.mjs runs the selection logic on Node.
-// deploy/simulate_regions.py mirrors this logic in Python; keep the two in step.
+// injected, so tests/js/edges.test.mjs runs the selection logic on Node, and
+// deploy/simulate_regions.py runs this very module (through deploy/edge_router.mjs).
 
 export const STORAGE_KEY = "chat.edge.v1";
 

@@ -46,3 +46,20 @@ def test_raw_mode_prints_json_frames_and_unknown_users_are_refused(app_env, daph
     assert '"type": "joined"' in result.stdout
     refused = run_client(app_env, daphne, "lobby", "--user", "nobody", stdin="")
     assert refused.returncode != 0 and "no active user 'nobody'" in refused.stderr
+
+
+def test_an_unreachable_server_is_reported_and_retried_with_backoff(app_env, make_user, lobby):
+    """With nothing listening, the client says why each connect failed and how long it waits; it still exits at EOF."""
+    from tests.services import free_port
+
+    make_user("carol")
+    result = subprocess.run(
+        [sys.executable, "manage.py", "chat_client", "lobby", "--user", "carol", "--wait", "2",
+         "--url", f"ws://127.0.0.1:{free_port()}/ws/chat/"],
+        input="", cwd=ROOT, env=app_env, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "! connection failed: ConnectionRefusedError" in out
+    assert "~ disconnected (None); reconnecting in" in out
+    assert "! not joined yet" in out and "* connected" not in out
