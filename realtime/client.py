@@ -177,6 +177,7 @@ class ResumingClient:
         self._joined: dict[str, asyncio.Event] = {}
         self._confirmed: dict[str, asyncio.Future] = {}
         self._timers: set[asyncio.TimerHandle] = set()
+        self._tasks: set[asyncio.Task] = set()  # sends in flight (a task needs a reference to live)
         self._pong: asyncio.Future | None = None
         self._heartbeat_t: float | None = None
 
@@ -233,18 +234,26 @@ class ResumingClient:
 
     async def leave(self, room: str) -> None:
         """Leave ``room``: no re-join after reconnects; its unconfirmed messages are dropped."""
+        self._forget(room)
+        await self.send({"type": "leave", "room": room})
+
+    def _forget(self, room: str) -> None:
         self.rooms.pop(room, None)
         for client_id in [c for c, f in self.pending.items() if f.get("room") == room]:
             self._unpend(client_id, None)
-        await self.send({"type": "leave", "room": room})
 
     def send_message(self, room: str, body: str, *, client_id: str | None = None) -> str:
-        """Post ``body`` to ``room``; returns its client_id. Sent once the room is joined, resent until echoed."""
+        """Post ``body`` to one of the client's rooms; returns its client_id.
+
+        Sent once the room is joined, and resent (same client_id) after reconnects until echoed.
+        """
+        if room not in self.rooms:
+            raise ValueError(f"join {room!r} first (rooms= or join())")
         frame = {"type": "message", "room": room, "body": body, "client_id": client_id or client_id_new(
             self.client_id_prefix)}
         self.pending[frame["client_id"]] = frame
         self._confirmed[frame["client_id"]] = asyncio.get_running_loop().create_future()
-        asyncio.get_running_loop().create_task(self._try_send(frame))
+        self._spawn(self._try_send(frame))
         return frame["client_id"]
 
     async def confirmed(self, client_id: str, timeout: float | None = None) -> dict[str, Any] | None:
@@ -480,6 +489,11 @@ class ResumingClient:
         if frame["client_id"] in self.pending and state is not None and state.joined:
             await self.send(frame)
 
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def _joined_event(self, room: str) -> asyncio.Event:
         return self._joined.setdefault(room, asyncio.Event())
 
@@ -512,7 +526,7 @@ class ResumingClient:
             self._on_joined(room, state, event)
             return
         elif kind == "removed" and isinstance(room, str):
-            self.rooms.pop(room, None)  # kicked or banned: never re-joined by itself
+            self._forget(room)  # kicked or banned: never re-joined by itself
         elif kind == "error":
             self._on_error(event)
         self._emit(event)
@@ -532,7 +546,7 @@ class ResumingClient:
         self._joined_event(room).set()
         for frame in list(self.pending.values()):
             if frame["room"] == room:
-                asyncio.get_running_loop().create_task(self._try_send(frame))
+                self._spawn(self._try_send(frame))
 
     def _on_seq_event(self, state: RoomState, event: dict[str, Any]) -> None:
         seq = event["seq"]
@@ -580,8 +594,12 @@ class ResumingClient:
         if event.get("code") in RETRY_ERRORS:
             # Later, with the same client_id: the server never stores it twice.
             wait = max(0.5, float(event.get("retry_after") or 0.5))
-            loop = asyncio.get_running_loop()
-            timer = loop.call_later(wait, lambda: loop.create_task(self._try_send(frame)))
+
+            def retry() -> None:
+                self._timers.discard(timer)
+                self._spawn(self._try_send(frame))
+
+            timer = asyncio.get_running_loop().call_later(wait, retry)
             self._timers.add(timer)
         else:
             self._unpend(client_id, None)  # refused for good (too long, muted...)

@@ -212,3 +212,22 @@ async def test_seq_bookkeeping_reorders_dedupes_and_counts_tombstones():
         got.append((e["seq"], e["type"]))
     assert got == [(6, "message"), (7, "message"), (8, "message.deleted"), (9, "message"), (3, "message.deleted")]
     assert c.rooms["lobby"].last_seq == 9 and not c.rooms["lobby"].ahead
+
+
+async def test_a_fresh_page_is_shown_once_and_removal_ends_a_room():
+    """After a join without last_seq the history page shows each seq once; `removed` forgets the room and its sends."""
+    c = ResumingClient("ws://unused", rooms=["lobby"])
+    with pytest.raises(ValueError):
+        c.send_message("elsewhere", "not joined")
+    c._on_event({"type": "joined", "room": "lobby", "seq": 3})
+    for seq in (2, 3, 2, 4):
+        c._on_event({"type": "message", "room": "lobby", "seq": seq})
+    client_id = c.send_message("lobby", "in flight")
+    c._on_event({"type": "removed", "room": "lobby", "reason": "banned"})
+    got = []
+    while not c._events.empty():
+        e = c._events.get_nowait()
+        got.append((e["type"], e.get("seq")))
+    assert got == [("joined", 3), ("message", 2), ("message", 3), ("message", 4), ("removed", None)]
+    assert "lobby" not in c.rooms and client_id not in c.pending
+    assert await c.confirmed(client_id) is None

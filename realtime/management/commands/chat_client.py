@@ -145,7 +145,10 @@ class Command(BaseCommand):
                         break
                     await self._command(terminal, command, rest.strip())
                     continue
-                client.send_message(terminal.room, line)
+                try:
+                    client.send_message(terminal.room, line)
+                except ValueError:
+                    terminal.say(f"! not in #{terminal.room}: /join a room first")
             await client.settle(timeout=wait)
             await asyncio.sleep(0.3)  # replies to the last frames (errors, pongs) still print
             if client.pending:
