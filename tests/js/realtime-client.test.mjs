@@ -3,7 +3,8 @@
 import test from "node:test";
 import assert from "node:assert/strict";
 
-import { backoffDelay, RealtimeClient } from "../../static/js/realtime-client.js";
+import { backoffDelay, CloseCode, RealtimeClient } from "../../static/js/realtime-client.js";
+import { NO_RECONNECT } from "../../static/js/protocol-codes.js";
 import * as msgpack from "../../static/js/msgpack.js";
 
 test("backoff ceiling doubles from 1 s and is capped at 30 s", () => {
@@ -48,4 +49,17 @@ test("resume bookkeeping: duplicates and gaps by seq", () => {
   assert.equal(client._accept("lobby", 7), false); // duplicate of an ahead one
   assert.equal(client._accept("lobby", 6), true); // fills the gap
   assert.equal(client.rooms.get("lobby").lastSeq, 7);
+});
+
+test("the close codes that forbid reconnecting (generated from realtime/protocol.py) stop the client", () => {
+  assert.deepEqual([...NO_RECONNECT].sort(), [CloseCode.SESSION_ENDED, CloseCode.FORBIDDEN, CloseCode.TOO_MANY_CONNECTIONS]);
+  for (const code of NO_RECONNECT) {
+    const client = new RealtimeClient({ url: "ws://unused" });
+    client._onClose(code, "", true);
+    assert.equal(client.state, "closed", `after ${code}`);
+  }
+  const client = new RealtimeClient({ url: "ws://unused" });
+  client._onClose(CloseCode.GOING_AWAY, "draining", true);
+  assert.equal(client.state, "reconnecting");
+  client.close(); // clears the retry timer
 });

@@ -128,6 +128,36 @@ async def test_messages_typed_while_disconnected_go_out_after_the_join(daphne, c
         assert echo is not None and echo["body"] == "early" and echo["seq"] == 1
 
 
+async def test_a_silent_path_is_noticed_by_the_heartbeat_and_the_resume_fills_what_it_ate(daphne, cookies):
+    """A link that forwards nothing (no reset): the missing pong drops the socket; after it heals, nothing is lost."""
+    from tests.netproxy import Proxy
+
+    link = Proxy(upstream_port=daphne.port).start()
+    states: list[str] = []
+    try:
+        alice = ResumingClient(f"ws://127.0.0.1:{link.port}/ws/chat/", cookie=cookies["alice"], rooms=["lobby"],
+                               backoff=FAST, ping_interval=0.3, pong_timeout=1.0, open_timeout=1.0,
+                               on_state=lambda state, info: states.append(state))
+        async with alice, client(daphne, cookies["bob"]) as bob:
+            await alice.wait_joined("lobby")
+            await bob.wait_joined("lobby")
+            reading = asyncio.ensure_future(collect(alice, 4))
+            await post(bob, "before")
+            link.blackhole = True
+            await post(bob, "during 1", "during 2")
+            deadline = time.monotonic() + 10
+            while "reconnecting" not in states and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert "reconnecting" in states, "the heartbeat noticed the dead path"
+            link.blackhole = False
+            await post(bob, "after")
+            events = await reading
+            assert [e["body"] for e in events] == ["before", "during 1", "during 2", "after"]
+            assert alice.connections >= 2
+    finally:
+        link.stop()
+
+
 @pytest.mark.parametrize("code", [CloseCode.SESSION_ENDED, CloseCode.FORBIDDEN])
 async def test_no_reconnect_after_session_ended_or_forbidden(daphne, cookies, people, code):
     """Closed with 4001 (session gone) or 4003 (account deactivated): the client stops and never reconnects."""
