@@ -315,7 +315,7 @@ registry = Registry()
 JOIN = registry.register(
     MessageSpec(
         "join",
-        (ROOM, Field("last_seq", check_seq, required=False, doc="highest seq the client already has")),
+        (ROOM, Field("last_seq", check_seq, required=False, doc="last seq the client has with no gap before it")),
         doc=(
             "Join a room. The reply is `joined`, then the missed messages in seq order: every "
             "message with seq > last_seq, or the latest page when last_seq is absent. Past the "
