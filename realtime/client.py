@@ -14,8 +14,8 @@ good on the close codes that forbid reconnecting (``protocol.NO_RECONNECT``).
             print(event)
 
 The terminal client (``manage.py chat_client``), the fault tests and
-``deploy/simulate_regions.py`` use it. It knows the frames every app on the core
-shares (``join``, ``message``, ``ping``...) by their wire names only, and imports no app.
+``deploy/simulate_regions.py`` use it. It speaks the chat's frames (``join``,
+``message``, ``ping``...) by their wire names only, and imports no app.
 """
 
 from __future__ import annotations
@@ -168,7 +168,6 @@ class ResumingClient:
         self.rtt_ms: float | None = None
         self.connections = 0  # sockets opened so far
         self._ws: Any = None
-        self._serial = 0  # increases with every connection
         self._attempt = 0
         self._url_index = 0
         self._stopped = False
@@ -285,16 +284,6 @@ class ResumingClient:
         """Send an application ping now (its pong updates ``rtt_ms``)."""
         return await self.send({"type": "ping", "t": time.time() * 1000})
 
-    async def wait_connected(self, timeout: float = 20.0) -> None:
-        """Wait until a socket is open (TimeoutError otherwise)."""
-        deadline = time.monotonic() + timeout
-        while self.state != CONNECTED:
-            if not self.running and self._task is not None:
-                raise ConnectionError(f"client stopped (close code {self.close_code})")
-            if time.monotonic() > deadline:
-                raise TimeoutError("not connected")
-            await asyncio.sleep(0.02)
-
     async def wait_joined(self, room: str, timeout: float = 20.0) -> None:
         """Wait until ``room`` is joined on the current socket."""
         self.rooms.setdefault(room, RoomState())
@@ -354,8 +343,6 @@ class ResumingClient:
                 code = exc.rcvd.code if exc.rcvd is not None else 1006
             except (OSError, TimeoutError, EOFError, WebSocketException) as exc:
                 error = f"connection failed: {type(exc).__name__}"
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:  # a ticket that could not be issued, a URL provider that failed
                 logger.warning("connect failed", exc_info=True)
                 error = f"connection failed: {type(exc).__name__}: {exc}"
@@ -381,7 +368,6 @@ class ResumingClient:
         from websockets.exceptions import ConnectionClosed
 
         self._ws = ws
-        self._serial += 1
         self.connections += 1
         self.protocol = ws.subprotocol
         opened_at = time.monotonic()
