@@ -130,7 +130,7 @@ async def test_messages_typed_while_disconnected_go_out_after_the_join(daphne, c
 
 async def test_a_silent_path_is_noticed_by_the_heartbeat_and_the_resume_fills_what_it_ate(daphne, cookies):
     """A link that forwards nothing (no reset): the missing pong drops the socket; after it heals, nothing is lost."""
-    from tests.netproxy import Proxy
+    from deploy.netproxy import Proxy
 
     link = Proxy(upstream_port=daphne.port).start()
     states: list[str] = []
