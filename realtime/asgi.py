@@ -3,7 +3,8 @@
 Read each WebSocket route from the outside in: Origin check, then authentication
 (session cookie or ticket), then the consumer. Both run before accept. The routers are
 channels' own, except that they hand over the routed application rather than wait in
-it for the socket's whole life (realtime.routing).
+it for the socket's whole life (realtime.routing): the patch ``routers`` of
+realtime.accel, installed here; off, channels' routers serve.
 """
 
 import os
@@ -17,11 +18,16 @@ from channels.security.websocket import WebsocketDenier  # noqa: E402
 from django.urls import path, re_path  # noqa: E402
 
 from chat.consumers import ChatConsumer  # noqa: E402
-from realtime import drain  # noqa: E402
+from realtime import accel, drain  # noqa: E402
 from realtime.echo import EchoConsumer  # noqa: E402
 from realtime.handshake import HandshakeAuth, OriginGuard  # noqa: E402
 from realtime.longpoll import LongPollConsumer  # noqa: E402
-from realtime.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+
+accel.install()  # before the consumers' as_asgi below: they ask which path to take
+if accel.active("routers"):
+    from realtime.routing import ProtocolTypeRouter, URLRouter
+else:
+    from channels.routing import ProtocolTypeRouter, URLRouter
 
 websocket_urlpatterns = [
     path("ws/echo/", OriginGuard(EchoConsumer.as_asgi())),

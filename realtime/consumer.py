@@ -35,7 +35,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from redis.exceptions import RedisError
 
-from realtime import broadcast, drain, features, metrics, presence
+from realtime import accel, broadcast, drain, features, metrics, presence
 from realtime.auth import SocketAuth, session_key_digest, socket_session_check, socket_sessions_check
 from realtime.hub import hub
 from realtime.protocol import (
@@ -74,8 +74,11 @@ class LayerlessConsumer(AsyncWebsocketConsumer):
         """channels' ``as_asgi``, handing over the consumer's coroutine instead of awaiting it.
 
         (channels' wrapper would stay suspended in its await for the socket's whole
-        life; realtime.routing explains the cost.)
+        life; realtime.routing explains the cost.) channels' own when the patch
+        ``as_asgi`` is not in force (realtime.accel).
         """
+        if not accel.active("as_asgi"):
+            return super().as_asgi(**initkwargs)
 
         @markcoroutinefunction
         def app(scope: dict[str, Any], receive: Any, send: Any) -> Awaitable[None]:
@@ -92,8 +95,11 @@ class LayerlessConsumer(AsyncWebsocketConsumer):
         channels waits on its receive callables through ``await_many_dispatch``: a new
         task and an ``asyncio.wait`` per frame, and one more pending task per open socket.
         With only the client to listen to, awaiting ``receive`` in this task does the same
-        (S1 echo and S0 memory in bench/fanout).
+        (S1 echo and S0 memory in bench/fanout). channels' own when the patch ``as_asgi``
+        is not in force (realtime.accel).
         """
+        if not accel.active("as_asgi"):
+            return await super().__call__(scope, receive, send)
         self.scope = scope
         self.channel_layer = None
         self.base_send = send

@@ -31,6 +31,10 @@ S0) and per frame received (S1), without changing a byte on the wire
 * **Start-up objects.** What importing Django, Twisted and the app built is frozen out of
   the cyclic collector's way before serving (``Server.run``).
 
+Each replaced internal is a patch listed in ``realtime.accel``, applied by
+:func:`main` only on the Daphne, autobahn and Twisted releases it was written for
+(``REALTIME_ACCEL=0``: none; then this is Daphne's server, with only the freeze).
+
 HTTP requests are served exactly as by Daphne.
 """
 
@@ -43,11 +47,14 @@ from functools import partial
 from typing import Any
 
 from autobahn.websocket import protocol as autobahn_protocol
+from autobahn.websocket import xormasker as autobahn_xormasker
 from daphne import cli as daphne_cli
 from daphne import server as daphne_server
 from daphne import ws_protocol as daphne_ws
 from twisted.internet import tcp
 from twisted.web import http
+
+from realtime import accel
 
 
 class InputQueue:
@@ -149,7 +156,8 @@ class SmallFrameUnmasker:
         return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
 
 
-_autobahn_create_xor_masker = autobahn_protocol.create_xor_masker
+# autobahn's own factory, from the module that defines it (never patched).
+_autobahn_create_xor_masker = autobahn_xormasker.create_xor_masker
 
 
 def create_xor_masker(mask: bytes, length: int | None = None) -> Any:
@@ -159,9 +167,14 @@ def create_xor_masker(mask: bytes, length: int | None = None) -> Any:
     return _autobahn_create_xor_masker(mask, length)
 
 
-# autobahn's frame parser looks the factory up in its module on every frame. The masks are
-# the same bytes either way (tests/realtime/test_server.py); this is a server process.
-autobahn_protocol.create_xor_masker = create_xor_masker
+def install_xor_masker() -> None:
+    """Patch ``xor_masker`` (realtime.accel): autobahn's frame parser uses :func:`create_xor_masker`.
+
+    The parser looks the factory up in its module on every frame, so this is module-wide:
+    for every autobahn protocol of the process. The masks are the same bytes either way
+    (tests/realtime/test_server.py, and autobahn's own tests in make conformance).
+    """
+    autobahn_protocol.create_xor_masker = create_xor_masker
 
 
 class _Requested:
@@ -191,13 +204,18 @@ _HANDSHAKE_LEFTOVERS = (
 
 
 class WebSocketProtocol(daphne_ws.WebSocketProtocol):
-    """Daphne's WebSocket protocol, without per-socket copies of what it no longer reads."""
+    """Daphne's WebSocket protocol, without per-socket copies of what it no longer reads.
 
-    def onOpen(self) -> None:
+    As defined here it is Daphne's exactly; the ``install_*`` functions below (patches of
+    realtime.accel) give it its lean parts.
+    """
+
+    def open_and_release_handshake(self) -> None:
+        """Daphne's ``onOpen``, then :meth:`release_handshake` (patch ``handshake_release``)."""
         super().onOpen()
         self.release_handshake()
 
-    def onMessageEnd(self) -> None:
+    def lean_on_message_end(self) -> None:
         """autobahn's, without firing its ``message`` event when nothing listens for it.
 
         autobahn hands every message to ``onMessage`` (Daphne's, which queues it for the
@@ -226,9 +244,28 @@ class WebSocketProtocol(daphne_ws.WebSocketProtocol):
             self.__dict__.pop(name, None)
 
 
-for _name in WebSocketProtocol.CONFIG_ATTRS:
-    setattr(WebSocketProtocol, _name, _FromFactory(_name))
-del _name
+def install_on_message_end() -> None:
+    """Patch ``on_message_end`` (realtime.accel): :meth:`WebSocketProtocol.lean_on_message_end`."""
+    WebSocketProtocol.onMessageEnd = WebSocketProtocol.lean_on_message_end
+
+
+def install_handshake_release() -> None:
+    """Patch ``handshake_release`` (realtime.accel): drop the handshake once a socket is open."""
+    WebSocketProtocol.onOpen = WebSocketProtocol.open_and_release_handshake
+
+
+def install_factory_options() -> None:
+    """Patch ``factory_options`` (realtime.accel): autobahn's options read from the factory.
+
+    autobahn copies each of ``CONFIG_ATTRS`` onto a new protocol unless the protocol
+    already has it; a descriptor on the class makes it "have" them all.
+    """
+    for name in WebSocketProtocol.CONFIG_ATTRS:
+        setattr(WebSocketProtocol, name, _FromFactory(name))
+
+
+#: The patches that live on WebSocketProtocol: with none in force, Daphne's class serves.
+PROTOCOL_PATCHES = ("on_message_end", "handshake_release", "factory_options")
 
 
 class Server(daphne_server.Server):
@@ -244,8 +281,9 @@ class Server(daphne_server.Server):
     @ws_factory.setter
     def ws_factory(self, factory: Any) -> None:
         # Daphne.run builds its factory and then only configures it: every protocol it
-        # builds from here on is ours.
-        factory.protocol = WebSocketProtocol
+        # builds from here on is ours (when a patch of ours is on it).
+        if any(accel.active(name) for name in PROTOCOL_PATCHES):
+            factory.protocol = WebSocketProtocol
         self.__dict__["ws_factory"] = factory
 
     def run(self) -> None:
@@ -264,8 +302,8 @@ class Server(daphne_server.Server):
         super().run()
 
     def create_application(self, protocol: Any, scope: dict[str, Any]) -> Any:
-        """Daphne's ``create_application``, with an :class:`InputQueue` for WebSockets."""
-        if scope.get("type") != "websocket":
+        """Daphne's ``create_application``, with an :class:`InputQueue` for WebSockets (patch ``input_queue``)."""
+        if scope.get("type") != "websocket" or not accel.active("input_queue"):
             return super().create_application(protocol, scope)
         assert "application_instance" not in self.connections[protocol]
         input_queue = InputQueue()
@@ -290,6 +328,8 @@ class CommandLineInterface(daphne_cli.CommandLineInterface):
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Daphne's command line with :class:`Server`, once the patches that fit are installed."""
+    accel.install()
     CommandLineInterface().run(sys.argv[1:] if argv is None else argv)
 
 

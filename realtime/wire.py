@@ -26,6 +26,10 @@ A socket whose ``send`` is not Daphne's (long polling, ``WebsocketCommunicator``
 tests, a TLS transport) has no Wire and keeps the ASGI path; so does one that
 negotiated compression. Nothing about what is delivered changes: the hub filters
 exactly as before and the frame carries the same bytes the ASGI path would send.
+
+It reads Twisted's, autobahn's and Daphne's internals, so it is the patch
+``direct_writes`` of ``realtime.accel``: off (another release, or ``REALTIME_ACCEL=0``),
+:func:`wire_for` finds no Wire and every frame takes the ASGI path and Twisted's writes.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from __future__ import annotations
 import functools
 import struct
 from typing import Any
+
+from realtime import accel
 
 # RFC 6455 5.2: FIN bit plus opcode 1 (text) or 2 (binary); servers do not mask.
 _TEXT = 0x81
@@ -106,8 +112,11 @@ def wire_for(send: Any) -> Wire | None:
     """The Wire behind an ASGI ``send`` callable, or None when it is not a plain Daphne socket.
 
     Daphne hands each application ``functools.partial(server.handle_reply, protocol)``;
-    middleware in between (channels' session wrapper) keeps it as ``real_send``.
+    middleware in between (channels' session wrapper) keeps it as ``real_send``. None
+    for every socket when the patch ``direct_writes`` is not in force (realtime.accel).
     """
+    if not accel.active("direct_writes"):
+        return None
     try:
         from daphne.server import Server
         from daphne.ws_protocol import WebSocketProtocol
