@@ -1,5 +1,5 @@
 # The two commands: `make run` and `make test`. Both set everything up by themselves.
-.PHONY: run test setup check lint bench
+.PHONY: run test setup check lint bench conformance
 
 PY := .venv/bin/python
 
@@ -23,6 +23,11 @@ test:
 		echo "==> The database suites on PostgreSQL: $(PG_TESTS)"; \
 		TEST_DATABASE=postgres $(PY) -m pytest $(PG_TESTS); \
 	fi
+
+# Daphne's and autobahn's own test suites, from their pinned sdists, against the project's
+# patches of their internals (bin/conformance, realtime/accel.py).
+conformance: setup
+	@$(PY) bin/conformance
 
 lint: setup
 	@.venv/bin/ruff check .
