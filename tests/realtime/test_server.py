@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from realtime import accel
 from realtime.server import SMALL_FRAME_BYTES, InputQueue, SmallFrameUnmasker, create_xor_masker
 from tests import services
 
@@ -100,8 +101,11 @@ def test_small_frames_unmask_to_the_rfc_bytes_in_any_number_of_pieces(length: in
 
 
 def test_autobahn_uses_the_small_frame_unmasker_only_below_the_threshold() -> None:
+    """Once realtime.accel installed it, autobahn's parser gets SmallFrameUnmasker below the
+    threshold and autobahn's own masker, with the same bytes out, from it on."""
     from autobahn.websocket import protocol as autobahn_protocol
 
+    assert accel.active("xor_masker")
     assert autobahn_protocol.create_xor_masker is create_xor_masker
     mask = os.urandom(4)
     assert isinstance(create_xor_masker(mask, SMALL_FRAME_BYTES - 1), SmallFrameUnmasker)
@@ -120,7 +124,9 @@ PROBE = textwrap.dedent(
     asyncioreactor.install(asyncio.new_event_loop())
     from twisted.internet import reactor
     from twisted.web import http
-    from realtime.server import Server, WebSocketProtocol
+    from autobahn.websocket import protocol as autobahn_protocol
+    from daphne.ws_protocol import WebSocketProtocol
+    from realtime.server import Server
 
     async def app(scope, receive, send):
         while True:
@@ -178,6 +184,10 @@ PROBE = textwrap.dedent(
             result["option_copies"] = sorted({k for p in sockets for k in options if k in vars(p)})
             result["max_frame"] = [p.maxFramePayloadSize for p in sockets]
             result["frozen"] = gc.get_freeze_count()
+            result["protocol"] = sorted({f"{type(p).__module__}.{type(p).__name__}" for p in sockets})
+            result["queues"] = sorted({type(p.application_queue).__name__ for p in sockets})
+            result["on_message_end"] = sorted({type(p).onMessageEnd.__qualname__ for p in sockets})
+            result["masker"] = autobahn_protocol.create_xor_masker.__module__
             done.set()
 
         reactor.callFromThread(inspect)
@@ -200,13 +210,11 @@ PROBE = textwrap.dedent(
 )
 
 
-def test_open_sockets_keep_no_upgraded_request_and_keep_daphnes_limits() -> None:
-    """Inside a running realtime.server: echo works, the frame limit holds, no HTTP request is kept,
-    and start-up's objects are frozen out of the collector's way."""
+def _probe(**env: str) -> dict:
     port = services.free_port()
     proc = subprocess.run(
         [sys.executable, "-c", PROBE, str(port)], cwd=ROOT, capture_output=True, text=True, timeout=60,
-        env=services.app_env(),
+        env=services.app_env(**env),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -214,16 +222,41 @@ def test_open_sockets_keep_no_upgraded_request_and_keep_daphnes_limits() -> None
     # Text frames either side of SMALL_FRAME_BYTES (the limit is 1000) and a binary one come back whole.
     assert result["echoed"] == [True] * 6
     assert result["sockets"] == 2
+    assert result["paths"] == ["/probe/path/", "/probe/path/"]
+    assert result["max_frame"] == [1000, 1000]
+    # The limit is enforced: 1009 "message too big" (or a dropped connection), the other socket unaffected.
+    assert result["oversize_close"] in (1009, 1006)
+    assert result["other_echo"] == "still here"
+    # What start-up built was frozen before serving (full collections skip it), patched or not.
+    assert result["frozen"] > 10_000
+    return result
+
+
+def test_open_sockets_keep_no_upgraded_request_and_keep_daphnes_limits() -> None:
+    """Inside a running realtime.server: echo works, the frame limit holds, no HTTP request is kept,
+    and start-up's objects are frozen out of the collector's way."""
+    result = _probe()
+    assert result["protocol"] == ["realtime.server.WebSocketProtocol"]
+    assert result["queues"] == ["InputQueue"]
+    assert result["on_message_end"] == ["WebSocketProtocol.lean_on_message_end"]
+    assert result["masker"] == "realtime.server"
     # The upgraded HTTPChannel is no longer the connection's producer, and none is alive.
     assert result["producers"] == ["None", "None"]
     assert result["http_channels_alive"] == 0
     assert result["leftovers"] == []
-    assert result["paths"] == ["/probe/path/", "/probe/path/"]
-    # autobahn kept no per-socket copies of the options, and still reads the configured limit...
+    # autobahn kept no per-socket copies of the options, and still reads the configured limit.
     assert result["option_copies"] == []
-    assert result["max_frame"] == [1000, 1000]
-    # ...and enforces it: 1009 "message too big" (or a dropped connection), the other socket unaffected.
-    assert result["oversize_close"] in (1009, 1006)
-    assert result["other_echo"] == "still here"
-    # What start-up built was frozen before serving (full collections skip it).
-    assert result["frozen"] > 10_000
+
+
+def test_with_realtime_accel_0_the_server_runs_daphnes_and_autobahns_own_code() -> None:
+    """REALTIME_ACCEL=0: the same server behaves the same on the wire, through stock code only:
+    Daphne's protocol and asyncio.Queue, autobahn's masker, onMessageEnd and per-socket option
+    copies, and the upgraded request kept as Twisted and autobahn keep it."""
+    result = _probe(REALTIME_ACCEL="0")
+    assert result["protocol"] == ["daphne.ws_protocol.WebSocketProtocol"]
+    assert result["queues"] == ["Queue"]
+    assert result["on_message_end"] == ["WebSocketProtocol.onMessageEnd"]
+    assert result["masker"] != "realtime.server"
+    assert result["producers"] != ["None", "None"]
+    assert "http_headers" in result["leftovers"]
+    assert "maxFramePayloadSize" in result["option_copies"]
