@@ -240,6 +240,21 @@ def verdict(suite: str, events: list[dict[str, Any]], masks: dict[str, int] | No
                       f"WebSockets on {PROTOCOL} in {len(sockets)}; patches in force: {', '.join(patches)}")
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Freeze what the test process built, before Daphne's harness forks a server per test.
+
+    ``realtime.server.Server.run`` collects and freezes what its process holds when it
+    starts; in a fork of this process that is the whole test run (pytest, hypothesis,
+    every test module), walked and copied page by page once per server. Frozen here, each
+    fork's run still collects and freezes, over its own objects only.
+    """
+    if _state.get("suite") == "daphne":
+        import gc
+
+        gc.collect()
+        gc.freeze()
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if "suite" not in _state or hasattr(session.config, "workerinput"):
         return
