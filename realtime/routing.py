@@ -10,6 +10,10 @@ the routed application's coroutine, so the connection's task runs it directly.
 Their ``__call__`` is a plain function marked as a coroutine function
 (``asgiref.sync.markcoroutinefunction``): to ASGI servers and to channels' test
 communicators they are ordinary ASGI 3 applications.
+
+They stand in for channels' routers only as the patch ``routers`` of realtime.accel
+(realtime/asgi.py picks them): on another channels release, or with ``REALTIME_ACCEL=0``,
+channels' own serve.
 """
 
 from __future__ import annotations

@@ -191,6 +191,10 @@ def pytest_configure(config: pytest.Config) -> None:
     suite = config.getoption("conformance")
     if suite is None:
         return
+    directory = Path(config.getoption("conformance_record") or tempfile.mkdtemp(prefix="conformance-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    _state["directory"] = directory
+    _require_installed_package(suite)
     if suite == "daphne":
         _harness_for_a_busy_machine()
     if config.getoption("conformance_stock"):
@@ -200,14 +204,10 @@ def pytest_configure(config: pytest.Config) -> None:
     if accel.switched_off():
         raise pytest.UsageError(f"{accel.SWITCH}=0: there are no patches to check (bin/conformance --stock "
                                 "runs the suites on stock code)")
-    directory = Path(config.getoption("conformance_record") or tempfile.mkdtemp(prefix="conformance-"))
-    directory.mkdir(parents=True, exist_ok=True)
-    _state.update(suite=suite, directory=directory)
+    _state["suite"] = suite
     if suite == "daphne":
-        _require_installed_package("daphne")
         swap_after_reinstall(directory)
     else:
-        _require_installed_package("autobahn")
         install_masker(directory)
 
 
@@ -274,6 +274,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if "directory" not in _state:
+        return
+    stats = terminalreporter.stats
+    counts = {"passed": len(stats.get("passed", [])), "skipped": len(stats.get("skipped", [])),
+              "failed": len(stats.get("failed", [])) + len(stats.get("error", []))}
+    (_state["directory"] / "counts.json").write_text(json.dumps(counts))
     if "verdict" not in _state:
         return
     problems, summary = _state["verdict"]
