@@ -108,7 +108,8 @@ def install() -> frozenset[str]:
     """Apply every patch whose targets are installed at a version it was written for; once per process.
 
     Returns the names of the patches in force. Logs one warning naming the patches left
-    out and why (a release outside the range); with ``REALTIME_ACCEL=0`` none is applied.
+    out and why (a release outside the range, or an apply function that failed); with
+    ``REALTIME_ACCEL=0`` none is applied.
     """
     global _installed, _active
     if _installed:
@@ -125,12 +126,17 @@ def install() -> frozenset[str]:
             skipped.append(f"{patch.name} ({patch.replaces}): {', '.join(problems)}")
             continue
         if patch.apply is not None:
-            _call(patch.apply)
+            try:
+                _call(patch.apply)
+            except Exception as exc:  # an internal missing after all: serve stock, say so
+                logger.debug("applying %s failed", patch.name, exc_info=True)
+                skipped.append(f"{patch.name} ({patch.replaces}): applying it failed: {exc!r}")
+                continue
         applied.append(patch.name)
     _active = frozenset(applied)
     if skipped:
-        logger.warning("stock code instead of %d patch(es) not written for the installed releases "
-                       "(make conformance checks a new range): %s", len(skipped), "; ".join(skipped))
+        logger.warning("stock code instead of %d patch(es) of third-party internals (make conformance "
+                       "checks them on a new release): %s", len(skipped), "; ".join(skipped))
     return _active
 
 

@@ -10,6 +10,7 @@ exactly as the library ships it, and the process logs one warning saying so.
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import textwrap
@@ -132,3 +133,20 @@ def test_every_patch_names_releases_that_are_installed_now() -> None:
     """Each range holds for the pinned release (else CI would run stock code and not notice)."""
     for patch in accel.PATCHES:
         assert accel.mismatches(patch) == [], patch.name
+
+
+def test_a_patch_that_fails_to_apply_is_left_out_and_named_in_the_one_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An internal missing despite a fitting version: that patch stays out, the others apply, one warning."""
+    monkeypatch.setattr(accel, "PATCHES", (
+        accel.Patch("broken", "an internal that is gone", (accel.DAPHNE,), "json:no_such_function"),
+        accel.Patch("fine", "an internal that is there", (accel.DAPHNE,)),
+    ))
+    monkeypatch.setattr(accel, "_installed", False)
+    monkeypatch.setattr(accel, "_active", frozenset())
+    with caplog.at_level(logging.WARNING, logger="realtime.accel"):
+        assert accel.install() == {"fine"}
+        assert accel.install() == {"fine"}  # once per process
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "realtime.accel"]
+    assert "broken" in warning and "applying it failed" in warning and "fine" not in warning
