@@ -176,8 +176,8 @@ def _harness_for_a_busy_machine() -> None:
 
 
 def _import_accel() -> Any:
-    """realtime.accel, without the side effect of importing ``realtime`` (its Celery app sets
-    DJANGO_SETTINGS_MODULE, and Daphne's tests configure settings of their own)."""
+    """realtime.accel, undoing what importing ``realtime`` does to the environment: its Celery
+    app sets DJANGO_SETTINGS_MODULE, and Daphne's tests configure settings of their own."""
     before = os.environ.get("DJANGO_SETTINGS_MODULE")
     from realtime import accel
 
