@@ -17,7 +17,6 @@ from django.conf import settings
 from chat import events, selectors, services
 from realtime import broadcast, features, metrics, presence
 from realtime.consumer import ProtocolConsumer
-from realtime.hub import hub
 from realtime.protocol import ErrorCode, ProtocolError
 
 # Typing notices from one socket are forwarded at most this often (seconds).
@@ -94,7 +93,7 @@ class ChatConsumer(ProtocolConsumer):
         try:
             # Subscribe before reading history: a message committed meanwhile is then
             # either in the history or arrives live (or both; the duplicate is dropped).
-            await hub().subscribe(broadcast.room_group(slug), self)
+            await broadcast.asubscribe(broadcast.room_group(slug), self)
             cfg = settings.REALTIME
             resume = await db(selectors.room_resume)(
                 room=room, last_seq=p.get("last_seq"), page=cfg["HISTORY_PAGE"], cap=cfg["RESUME_CAP"]
@@ -122,7 +121,7 @@ class ChatConsumer(ProtocolConsumer):
         except BaseException:
             if not rejoin:
                 self.rooms.pop(slug, None)
-                await hub().unsubscribe(broadcast.room_group(slug), self)
+                await broadcast.aunsubscribe(broadcast.room_group(slug), self)
             raise
         finally:
             held = self.joining.pop(slug, [])
@@ -205,7 +204,7 @@ class ChatConsumer(ProtocolConsumer):
         # Presence first: it stops this process refreshing the entry even if Redis fails below.
         if await presence.presence_leave(room=slug, username=self.username, conn_id=self.conn_id):
             await broadcast.aroom_send(slug, {"type": "presence", "room": slug, "joined": [], "left": [self.username]})
-        await hub().unsubscribe(broadcast.room_group(slug), self)
+        await broadcast.aunsubscribe(broadcast.room_group(slug), self)
 
     # --- broadcasts ------------------------------------------------------------------
 

@@ -12,13 +12,17 @@ Two kinds of messages travel on it:
 * **controls** (``realtime.control``): instructions to the consumer itself (leave a room,
   close the socket), never forwarded.
 
+Every envelope is built here (:func:`room_envelope`, :func:`user_envelope`,
+:func:`control_envelope`), so each carries the same fields; events carry ``ts``, the
+publish time the hub turns into the fan-out latency metric.
+
 Callable from async code (``a``-prefixed functions) and from sync code (the rest). From
 a thread that ``sync_to_async`` started (Django views, consumers' database calls) the
 sync functions run on the server's own event loop; anywhere else (Celery workers,
-management commands) they run on one long-lived background loop per process, so a
-push never pays for a new event loop and a new Redis connection
-(tests/realtime/test_push.py proves the reuse; tests/realtime/test_broadcast.py the
-commit order).
+management commands) they run on the process's background loop
+(``realtime.runtime.background_loop``), so a push never pays for a new event loop and a
+new Redis connection (tests/realtime/test_push.py proves the reuse;
+tests/realtime/test_broadcast.py the commit order).
 """
 
 from __future__ import annotations
@@ -26,10 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import threading
 import time
-import weakref
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
@@ -39,7 +40,8 @@ from asgiref.sync import SyncToAsync, async_to_sync
 from django.db import transaction
 
 from realtime import metrics, presence
-from realtime.hub import hub
+from realtime.hub import Subscriber
+from realtime.runtime import background_loop, presence_announcer, runtime
 
 logger = logging.getLogger(__name__)
 
@@ -61,13 +63,31 @@ def user_group(user_id: int) -> str:
     return f"user.{user_id}"
 
 
+# --- envelopes: every message on the hub is built here --------------------------------
+
+
+def room_envelope(slug: str, event: dict[str, Any], exclude: str | None = None) -> dict[str, Any]:
+    """A protocol event for room ``slug``'s sockets (``exclude``: a socket's conn id to skip)."""
+    return {"type": EVENT, "event": event, "exclude": exclude, "room": slug, "ts": time.time()}
+
+
+def user_envelope(event: dict[str, Any]) -> dict[str, Any]:
+    """A protocol event for a user's or everyone's sockets, whatever room they have open."""
+    return {"type": EVENT, "event": event, "ts": time.time()}
+
+
+def control_envelope(action: str, params: dict[str, Any]) -> dict[str, Any]:
+    """An instruction to the consumers themselves, never forwarded to a client."""
+    return {"type": CONTROL, "action": action, **params}
+
+
 # --- async API -------------------------------------------------------------------
 
 
 async def apublish(group: str, message: dict[str, Any]) -> None:
-    """Send a raw message to a group's subscribers on every process (prefer the typed helpers below)."""
+    """Send a built envelope to a group's subscribers on every process (prefer the typed helpers below)."""
     try:
-        await hub().publish(group, message)
+        await runtime().hub.publish(group, message)
     except Exception:
         metrics.redis_error("publish")
         raise
@@ -78,15 +98,25 @@ async def agroup_size(group: str) -> int:
     return await presence.sockets_in(group)
 
 
+async def asubscribe(group: str, subscriber: Subscriber) -> None:
+    """Deliver a group's messages to ``subscriber`` (a socket) in this process (realtime.hub.Hub.subscribe)."""
+    await runtime().hub.subscribe(group, subscriber)
+
+
+async def aunsubscribe(group: str, subscriber: Subscriber) -> None:
+    """Stop delivering a group's messages to ``subscriber``."""
+    await runtime().hub.unsubscribe(group, subscriber)
+
+
 @asynccontextmanager
 async def alisten(group: str) -> AsyncIterator[asyncio.Queue]:
     """Receive a group's messages on a queue while the block runs (tools and tests)."""
     listener = _QueueListener()
-    await hub().subscribe(group, listener)
+    await asubscribe(group, listener)
     try:
         yield listener.queue
     finally:
-        await hub().unsubscribe(group, listener)
+        await aunsubscribe(group, listener)
 
 
 class _QueueListener:
@@ -100,55 +130,37 @@ class _QueueListener:
         pass
 
 
-def _room_event(slug: str, event: dict[str, Any], exclude: str | None = None) -> dict[str, Any]:
-    return {"type": EVENT, "event": event, "exclude": exclude, "room": slug, "ts": time.time()}
-
-
-def _event(event: dict[str, Any]) -> dict[str, Any]:
-    return {"type": EVENT, "event": event, "ts": time.time()}
-
-
-def _control(action: str, params: dict[str, Any]) -> dict[str, Any]:
-    return {"type": CONTROL, "action": action, **params}
-
-
 async def aroom_send(slug: str, event: dict[str, Any], *, exclude: str | None = None) -> None:
     """Send a protocol event to everyone in a room (``exclude``: a channel name to skip)."""
-    await apublish(room_group(slug), _room_event(slug, event, exclude))
+    await apublish(room_group(slug), room_envelope(slug, event, exclude))
 
 
 async def auser_send(user_id: int, event: dict[str, Any]) -> None:
     """Send a protocol event to every socket of a user, whatever room they have open."""
-    await apublish(user_group(user_id), _event(event))
+    await apublish(user_group(user_id), user_envelope(event))
 
 
 async def aeveryone_send(event: dict[str, Any]) -> None:
     """Send a protocol event to every open socket."""
-    await apublish(EVERYONE, _event(event))
+    await apublish(EVERYONE, user_envelope(event))
 
 
 async def auser_control(user_id: int, action: str, **params: Any) -> None:
     """Tell every socket of a user to act (``room_remove``, ``session_end``, ``close``)."""
-    await apublish(user_group(user_id), _control(action, params))
+    await apublish(user_group(user_id), control_envelope(action, params))
+
+
+@presence_announcer
+async def apresence_send(room: str, *, joined: list[str], left: list[str], exclude: str | None = None) -> None:
+    """Tell a room who came and who went (installed as the runtime's presence announcer).
+
+    The event's shape is the chat's ``presence`` event (docs/protocol.md); an app that
+    builds its own installs its sender with ``realtime.runtime.presence_announcer``.
+    """
+    await aroom_send(room, {"type": "presence", "room": room, "joined": joined, "left": left}, exclude=exclude)
 
 
 # --- sync API --------------------------------------------------------------------
-
-_loop: asyncio.AbstractEventLoop | None = None
-_loop_pid: int | None = None
-_loop_lock = threading.Lock()
-
-
-def _background_loop() -> asyncio.AbstractEventLoop:
-    """The process's long-lived publishing loop, started on first use (fork-safe)."""
-    global _loop, _loop_pid
-    with _loop_lock:
-        if _loop is None or _loop_pid != os.getpid():
-            loop = asyncio.new_event_loop()
-            thread = threading.Thread(target=loop.run_forever, name="realtime-broadcast", daemon=True)
-            thread.start()
-            _loop, _loop_pid = loop, os.getpid()
-        return _loop
 
 
 def _in_server_thread() -> bool:
@@ -171,7 +183,7 @@ def run_sync(make: Callable[[], Awaitable[Any]]) -> Any:
 
     if _in_server_thread():
         return async_to_sync(call)()
-    future: Future = asyncio.run_coroutine_threadsafe(call(), _background_loop())
+    future: Future = asyncio.run_coroutine_threadsafe(call(), background_loop())
     return future.result(timeout=PUBLISH_TIMEOUT)
 
 
@@ -215,69 +227,33 @@ def _after_commit(group: str, message: dict[str, Any]) -> None:
     """Publish a committed change: queued on the server's loop, else sent synchronously.
 
     On a server thread (a consumer's or view's database call) the commit hook only
-    queues the message on the server's loop (:class:`_Outbox`) and returns: the one
+    queues the message on the server's loop (its runtime's outbox) and returns: the one
     database thread does not wait for a Redis round trip per message, and a Redis
     outage does not hold every other query of the process for the publish timeout.
     Elsewhere (Celery, management commands) it publishes before returning.
     """
     if _in_server_thread():
         loop = SyncToAsync.threadlocal.main_event_loop
-        loop.call_soon_threadsafe(_outbox_put, loop, group, message)
+        loop.call_soon_threadsafe(_outbox_put, group, message)
     else:
         run_sync(lambda: apublish(group, message))
 
 
 def room_send_on_commit(slug: str, event: dict[str, Any]) -> None:
     """Send to a room once the current transaction commits (never if it rolls back)."""
-    transaction.on_commit(_safely(lambda: _after_commit(room_group(slug), _room_event(slug, event))))
+    transaction.on_commit(_safely(lambda: _after_commit(room_group(slug), room_envelope(slug, event))))
 
 
 def user_send_on_commit(user_id: int, event: dict[str, Any]) -> None:
     """Send to a user's sockets once the current transaction commits."""
-    transaction.on_commit(_safely(lambda: _after_commit(user_group(user_id), _event(event))))
+    transaction.on_commit(_safely(lambda: _after_commit(user_group(user_id), user_envelope(event))))
 
 
 def user_control_on_commit(user_id: int, action: str, **params: Any) -> None:
     """Send a control to a user's sockets once the current transaction commits."""
-    transaction.on_commit(_safely(lambda: _after_commit(user_group(user_id), _control(action, params))))
+    transaction.on_commit(_safely(lambda: _after_commit(user_group(user_id), control_envelope(action, params))))
 
 
-class _Outbox:
-    """Messages committed on this server's threads, published in commit order.
-
-    One task drains the queue; what accumulated while it waited on Redis goes out in
-    one pipelined round trip, in order (a room's seqs are published in the order they
-    were committed, as clients and ``ChatConsumer.accepts`` expect).
-    """
-
-    BATCH = 256
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.pending: deque[tuple[str, dict[str, Any]]] = deque()
-        self.task: asyncio.Task | None = None
-
-    def put(self, group: str, message: dict[str, Any]) -> None:
-        self.pending.append((group, message))
-        if self.task is None or self.task.done():
-            self.task = self.loop.create_task(self._drain(), name="realtime-outbox")
-
-    async def _drain(self) -> None:
-        while self.pending:
-            batch = [self.pending.popleft() for _ in range(min(len(self.pending), self.BATCH))]
-            try:
-                await hub().publish_many(batch)
-            except Exception:
-                metrics.redis_error("publish")
-                logger.exception("broadcast after commit failed (%d messages)", len(batch))
-
-
-_outboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Outbox] = weakref.WeakKeyDictionary()
-
-
-def _outbox_put(loop: asyncio.AbstractEventLoop, group: str, message: dict[str, Any]) -> None:
-    """On ``loop``: queue a committed message on its outbox."""
-    outbox = _outboxes.get(loop)
-    if outbox is None:
-        outbox = _outboxes[loop] = _Outbox(loop)
-    outbox.put(group, message)
+def _outbox_put(group: str, message: dict[str, Any]) -> None:
+    """On the server's loop: queue a committed message on its runtime's outbox."""
+    runtime().outbox.put(group, message)

@@ -10,7 +10,9 @@ methods in ``handlers``; this class does everything around them:
 * turns every failure into an ``error`` event — the stock ``AsyncJsonWebsocketConsumer``
   closes with 1011 on a binary or invalid frame; this one never does;
 * forwards broadcast events and obeys broadcast controls (``realtime.broadcast``);
-* re-checks the socket's session periodically and on account changes.
+* registers the socket with its loop's runtime (realtime.runtime), which drains it,
+  re-checks its session periodically and keeps its presence entries refreshed; account
+  changes re-check it at once (``recheck`` control).
 
 Dispatch never turns a client- or layer-supplied name into a method name: only the
 ASGI and broadcast types listed in ``dispatch`` and the types in ``handlers`` exist.
@@ -22,7 +24,6 @@ import asyncio
 import functools
 import logging
 import secrets
-import weakref
 from collections.abc import Awaitable
 from typing import Any
 
@@ -35,9 +36,8 @@ from django.conf import settings
 from django.db import DatabaseError
 from redis.exceptions import RedisError
 
-from realtime import accel, broadcast, drain, features, metrics, presence
-from realtime.auth import SocketAuth, session_key_digest, socket_session_check, socket_sessions_check
-from realtime.hub import hub
+from realtime import accel, broadcast, features, metrics, presence
+from realtime.auth import SocketAuth, session_key_digest, socket_session_check
 from realtime.protocol import (
     CloseCode,
     ErrorCode,
@@ -50,14 +50,13 @@ from realtime.protocol import (
     registry,
 )
 from realtime.ratelimit import rate_take
+from realtime.runtime import runtime
 from realtime.wire import Wire, frame_for, wire_for
 
 logger = logging.getLogger(__name__)
 
 # How many pushed event ids each socket remembers, to drop redelivered pushes.
 SEEN_IDS_KEPT = 512
-# Sockets whose sessions the periodic re-check reads per database round trip.
-RECHECK_BATCH = 500
 
 
 class LayerlessConsumer(AsyncWebsocketConsumer):
@@ -142,6 +141,9 @@ class ProtocolConsumer(LayerlessConsumer):
     _strikes = 0
     _closing = False
     _topics: tuple[str, ...] = ()
+    #: The rooms this socket is present in: the runtime refreshes a presence entry for each
+    #: (a subclass that joins rooms keeps them here, e.g. ``ChatConsumer.rooms``).
+    rooms: Any = ()
     #: Direct writes of pre-encoded broadcast frames (realtime.wire); None: the ASGI path.
     _wire: Wire | None = None
 
@@ -164,8 +166,9 @@ class ProtocolConsumer(LayerlessConsumer):
             allowed = await presence.connection_open(user_id=self.user.pk, conn_id=self.conn_id)
             if allowed:
                 self._topics = (broadcast.user_group(self.user.pk), broadcast.EVERYONE)
+                hub = runtime().hub
                 for topic in self._topics:
-                    await hub().subscribe(topic, self)
+                    await hub.subscribe(topic, self)
         except (RedisError, OSError):
             logger.warning("refusing a socket: Redis unavailable", exc_info=True)
             metrics.redis_error("connect")
@@ -177,21 +180,21 @@ class ProtocolConsumer(LayerlessConsumer):
         if not allowed:
             await self.close(CloseCode.TOO_MANY_CONNECTIONS)
             return
-        _rechecker().add(self)
-        drain.open_sockets.add(self)
+        runtime().socket_opened(self)
         await self.opened()
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         """Clean up every trace of the socket, whatever state it was in."""
         metrics.connection_closed(self)
         self._closing = True  # nothing more is sent or served on this socket
+        runtime().socket_closed(self)  # no more drain, re-check or presence refresh
         if self.conn_id and self.user is not None and self.user.is_authenticated:
             # Each step on its own: one failing (Redis down) must not skip the others, and
             # the local presence bookkeeping must always stop refreshing this socket.
             steps = (
                 self.closed,
                 lambda: presence.connection_close(user_id=self.user.pk, conn_id=self.conn_id),
-                *[(lambda topic=topic: hub().unsubscribe(topic, self)) for topic in self._topics],
+                *[(lambda topic=topic: broadcast.aunsubscribe(topic, self)) for topic in self._topics],
             )
             for step in steps:
                 try:
@@ -376,56 +379,3 @@ class ProtocolConsumer(LayerlessConsumer):
         )
         if code is not None and not self._closing:
             await self.close(code)
-
-
-
-class _Rechecker:
-    """One task per process re-checks every open socket's session every SESSION_RECHECK_SECONDS.
-
-    (Account changes act at once through realtime.signals; this catches what no signal
-    announces, such as a session that expired or was deleted elsewhere.)
-    """
-
-    def __init__(self) -> None:
-        self.sockets: weakref.WeakSet[ProtocolConsumer] = weakref.WeakSet()
-        self.task: asyncio.Task | None = None
-
-    def add(self, consumer: ProtocolConsumer) -> None:
-        self.sockets.add(consumer)
-        if self.task is None or self.task.done():
-            self.task = asyncio.get_running_loop().create_task(self._forever())
-
-    async def _forever(self) -> None:
-        while self.sockets:
-            await asyncio.sleep(settings.REALTIME["SESSION_RECHECK_SECONDS"])
-            try:
-                await self.check_all()
-            except Exception:
-                logger.warning("session re-check failed; will retry", exc_info=True)
-
-    async def check_all(self) -> None:
-        """Re-check every open socket, RECHECK_BATCH sockets per database round trip."""
-        live = []
-        for consumer in list(self.sockets):
-            if consumer._closing:
-                self.sockets.discard(consumer)
-            else:
-                live.append(consumer)
-        for i in range(0, len(live), RECHECK_BATCH):
-            batch = live[i : i + RECHECK_BATCH]
-            verdicts = await database_sync_to_async(socket_sessions_check)([c.auth_entry() for c in batch])
-            for consumer in batch:
-                code = verdicts[consumer.auth_entry()]
-                if code is not None and not consumer._closing:
-                    await consumer.close(code)
-
-
-_recheckers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Rechecker] = weakref.WeakKeyDictionary()
-
-
-def _rechecker() -> _Rechecker:
-    loop = asyncio.get_running_loop()
-    found = _recheckers.get(loop)
-    if found is None:
-        found = _recheckers[loop] = _Rechecker()
-    return found

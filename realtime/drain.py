@@ -9,45 +9,35 @@ Kubernetes sends SIGTERM after the pod's preStop hook (deploy/generated/*/k8s); 
 and ``make run`` send it on stop.
 
 Daphne runs on Twisted's asyncio reactor; a "before shutdown" trigger registered before
-Daphne's own (which cancels every application) closes the sockets first and gives the
-close frames a moment to leave.
+Daphne's own (which cancels every application) stops the loop's runtime
+(realtime.runtime): it closes the sockets, gives the close frames a moment to leave,
+then cancels its tasks and closes its Redis connections.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
-import weakref
-from typing import Any
 
 from realtime.protocol import CloseCode
-
-logger = logging.getLogger(__name__)
-
-# Every accepted socket of this process (ProtocolConsumer adds itself).
-open_sockets: weakref.WeakSet[Any] = weakref.WeakSet()
+from realtime.runtime import runtime
 
 FLUSH_SECONDS = 0.5
 _installed = False
 
 
 async def drain(code: int = CloseCode.GOING_AWAY) -> int:
-    """Close every open socket of this process with ``code``; returns how many."""
-    sockets = [s for s in list(open_sockets) if not getattr(s, "_closing", False)]
-    for socket in sockets:
-        try:
-            await socket.close(code, "server going away")
-        except Exception:
-            logger.warning("drain: closing a socket failed", exc_info=True)
-    if sockets:
-        logger.warning("drain: closed %d socket(s) with %d", len(sockets), code)
-        await asyncio.sleep(FLUSH_SECONDS)
-    return len(sockets)
+    """Close every open socket of this loop with ``code``; returns how many."""
+    return await runtime().drain(code, flush=FLUSH_SECONDS)
+
+
+async def shutdown(code: int = CloseCode.GOING_AWAY) -> None:
+    """Drain this loop's sockets with ``code`` and stop its runtime (the server is going away)."""
+    await runtime().stop(drain_code=code, flush=FLUSH_SECONDS)
 
 
 def install_for_daphne() -> bool:
-    """Register the drain to run at Daphne's shutdown, before its applications are cancelled."""
+    """Register the shutdown to run at Daphne's, before its applications are cancelled."""
     global _installed
     if _installed or "twisted.internet.reactor" not in sys.modules:
         return False
@@ -55,7 +45,7 @@ def install_for_daphne() -> bool:
     from twisted.internet.defer import Deferred
 
     def before_shutdown() -> Deferred:
-        return Deferred.fromFuture(asyncio.ensure_future(drain()))
+        return Deferred.fromFuture(asyncio.ensure_future(shutdown()))
 
     reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)
     _installed = True

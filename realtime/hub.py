@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import weakref
 from collections.abc import Awaitable
 from typing import Any, Protocol
 
@@ -68,7 +67,7 @@ def unpack(data: bytes) -> dict[str, Any]:
 
 
 class Hub:
-    """This process's subscriptions and its one pub/sub reader."""
+    """This process's subscriptions and its one pub/sub reader (one per runtime, realtime.runtime)."""
 
     def __init__(self) -> None:
         self.topics: dict[str, set[Subscriber]] = {}
@@ -173,6 +172,19 @@ class Hub:
         """How many processes subscribe to ``topic`` (PUBSUB NUMSUB)."""
         result = await self.publisher.pubsub_numsub(PREFIX + topic)
         return int(result[0][1]) if result else 0
+
+    async def aclose(self) -> None:
+        """Stop reading and close both Redis connections (the runtime's stop)."""
+        reader, self.reader = self.reader, None
+        if reader is not None and not reader.done():
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+        self.connected.clear()
+        self.pubsub = None
+        for pending in self._confirmations.values():
+            pending.cancel()
+        self._confirmations.clear()
+        await self.publisher.aclose()
 
     # --- the reader ----------------------------------------------------------------------
 
@@ -289,14 +301,3 @@ class Hub:
             metrics.broadcast_sent(frames)
             metrics.fanout_observe(message.get("ts"))
 
-
-_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
-
-
-def hub() -> Hub:
-    """The hub of the running event loop (one per server process)."""
-    loop = asyncio.get_running_loop()
-    found = _hubs.get(loop)
-    if found is None:
-        found = _hubs[loop] = Hub()
-    return found

@@ -30,6 +30,7 @@ from channels.generic.http import AsyncHttpConsumer
 
 from realtime.handshake import origin_allowed
 from realtime.protocol import CloseCode
+from realtime.runtime import runtime
 
 logger = logging.getLogger(__name__)
 
@@ -109,24 +110,25 @@ class VirtualSocket:
 
 
 class _Registry:
-    """This process's virtual sockets, swept when idle."""
+    """This loop's virtual sockets by session id, kept on its runtime (realtime.runtime), swept when idle."""
 
-    def __init__(self) -> None:
-        self.sockets: dict[str, VirtualSocket] = {}
-        self.sweeper: asyncio.Task | None = None
+    @property
+    def sockets(self) -> dict[str, VirtualSocket]:
+        return runtime().longpoll
 
     def add(self, vs: VirtualSocket) -> None:
-        self.sockets[vs.sid] = vs
-        if self.sweeper is None or self.sweeper.done():
-            self.sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+        rt = runtime()
+        rt.longpoll[vs.sid] = vs
+        rt.run("longpoll-sweep", self._sweep_forever)
 
     async def _sweep_forever(self) -> None:
-        while self.sockets:
+        sockets = self.sockets
+        while sockets:
             await asyncio.sleep(5)
             now = time.monotonic()
-            for sid, vs in list(self.sockets.items()):
+            for sid, vs in list(sockets.items()):
                 if vs.task.done() or now - vs.last_seen > IDLE_TIMEOUT:
-                    self.sockets.pop(sid, None)
+                    sockets.pop(sid, None)
                     await vs.end()
 
 

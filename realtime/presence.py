@@ -3,25 +3,25 @@
 Redis holds, per room, a sorted set of connection entries (``username|conn``) scored by
 their expiry time, and a hash of usernames to their number of entries, so two tabs of
 one user are one presence entry. Each process refreshes the entries of its own sockets
-every ``PRESENCE_TTL / 3`` seconds. A socket that vanishes without a close (crashed
-browser, killed process, cut network) stops being refreshed and is swept once its entry
-expires; whichever process sweeps it first announces the departure — the Lua scripts
-make each change atomic, so it is announced exactly once.
+every ``PRESENCE_TTL / 3`` seconds (the runtime's refresh, realtime.runtime). A socket
+that vanishes without a close (crashed browser, killed process, cut network) stops being
+refreshed and is swept once its entry expires; the sweep returns who left to whichever
+process swept it first, which announces the departure — the Lua scripts make each change
+atomic, so it is announced exactly once.
+
+This module only stores and answers: it sends nothing. Who joined or left is returned to
+the caller (the chat, the runtime's refresh), which announces it through realtime.broadcast.
 
 The same mechanism caps the number of open sockets per user (``MAX_CONNECTIONS_PER_USER``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-import weakref
-from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from realtime import broadcast
 from realtime.redis_pool import redis_async, redis_sync
 
 logger = logging.getLogger(__name__)
@@ -114,14 +114,12 @@ async def presence_join(*, room: str, username: str, conn_id: str) -> bool:
     expiry = time.time() + _ttl()
     member = member_for(username, conn_id)
     became = await r.eval(_JOIN, 3, _conns_key(room), _users_key(room), ROOMS_KEY, member, username, expiry, room)
-    _tracker().track(room, member)
     return bool(became)
 
 
 async def presence_leave(*, room: str, username: str, conn_id: str) -> bool:
     """Remove a socket from a room; True when its user has no other socket there."""
     member = member_for(username, conn_id)
-    _tracker().untrack(room, member)
     r = redis_async()
     return bool(await r.eval(_LEAVE, 2, _conns_key(room), _users_key(room), member, username))
 
@@ -145,7 +143,7 @@ def presence_snapshot() -> dict[str, list[str]]:
 
 
 async def presence_sweep() -> dict[str, list[str]]:
-    """Expire stale entries in every room and announce who left; returns that.
+    """Expire stale entries in every room; returns, per room, the users who left (to announce).
 
     One round trip for all rooms (a pipeline of the sweep script, run by its SHA).
     """
@@ -164,7 +162,6 @@ async def presence_sweep() -> dict[str, list[str]]:
         if gone:
             names = sorted(g.decode() for g in gone)
             departed[room] = names
-            await broadcast.aroom_send(room, {"type": "presence", "room": room, "joined": [], "left": names})
     return departed
 
 
@@ -175,14 +172,11 @@ async def connection_open(*, user_id: int, conn_id: str) -> bool:
         _CONNECT, 2, _user_conns_key(user_id), ALL_CONNS_KEY, now, conn_id, now + _ttl(),
         settings.REALTIME["MAX_CONNECTIONS_PER_USER"], f"{user_id}:{conn_id}",
     )
-    if ok:
-        _tracker().track_connection(user_id, conn_id)
     return bool(ok)
 
 
 async def connection_close(*, user_id: int, conn_id: str) -> None:
     """Release a socket's place in the user's cap."""
-    _tracker().untrack_connection(user_id, conn_id)
     async with redis_async().pipeline(transaction=False) as pipe:
         pipe.zrem(_user_conns_key(user_id), conn_id)
         pipe.zrem(ALL_CONNS_KEY, f"{user_id}:{conn_id}")
@@ -203,95 +197,43 @@ async def sockets_in(group: str) -> int:
     return 0
 
 
-@dataclass
-class _Tracker:
-    """This process's sockets' entries, refreshed in the background until they close."""
+async def presence_refresh(*, rooms: dict[str, list[str]], connections: dict[int, list[str]]) -> dict[str, list[str]]:
+    """Push a process's entries' expiry forward; returns, per room, the users who came back (to announce).
 
-    rooms: dict[str, set[str]] = field(default_factory=dict)
-    connections: dict[int, set[str]] = field(default_factory=dict)
-    task: asyncio.Task | None = None
-
-    def _ensure_running(self) -> None:
-        if self.task is None or self.task.done():
-            self.task = asyncio.get_running_loop().create_task(self._refresh_forever())
-
-    def track(self, room: str, member: str) -> None:
-        self.rooms.setdefault(room, set()).add(member)
-        self._ensure_running()
-
-    def untrack(self, room: str, member: str) -> None:
-        members = self.rooms.get(room)
-        if members is not None:
-            members.discard(member)
-            if not members:
-                del self.rooms[room]
-
-    def track_connection(self, user_id: int, conn_id: str) -> None:
-        self.connections.setdefault(user_id, set()).add(conn_id)
-        self._ensure_running()
-
-    def untrack_connection(self, user_id: int, conn_id: str) -> None:
-        conns = self.connections.get(user_id)
-        if conns is not None:
-            conns.discard(conn_id)
-            if not conns:
-                del self.connections[user_id]
-
-    async def refresh(self) -> None:
-        """Push every local entry's expiry forward, re-adding any that was swept meanwhile.
-
-        One ``ZADD XX CH`` per room moves every entry of this process's sockets at once;
-        only when it moved fewer than it was given (an entry was swept while its socket
-        is alive: Redis or this process stalled past the TTL) are that room's entries
-        re-added one by one with the join script, which announces the user again.
-        """
-        r = redis_async()
-        expiry = time.time() + _ttl()
-        rooms = [(room, list(members)) for room, members in list(self.rooms.items()) if members]
-        if rooms:
-            async with r.pipeline(transaction=False) as pipe:
-                for room, snapshot in rooms:
-                    pipe.zadd(_conns_key(room), dict.fromkeys(snapshot, expiry), xx=True, ch=True)
-                moved = await pipe.execute()
-            for (room, snapshot), count in zip(rooms, moved, strict=True):
-                if count < len(snapshot):
-                    await self._rejoin(r, room, snapshot, expiry)
-        connections = [(user_id, list(conns)) for user_id, conns in list(self.connections.items()) if conns]
-        if connections:
-            async with r.pipeline(transaction=False) as pipe:
-                for user_id, conns in connections:
-                    pipe.zadd(_user_conns_key(user_id), dict.fromkeys(conns, expiry))
-                pipe.zadd(ALL_CONNS_KEY, {f"{user_id}:{c}": expiry for user_id, conns in connections for c in conns})
-                await pipe.execute()
-
-    @staticmethod
-    async def _rejoin(r, room: str, snapshot: list[str], expiry: float) -> None:
+    ``rooms``: room -> the process's members (:func:`member_for`); ``connections``: user
+    id -> their conn ids. One ``ZADD XX CH`` per room moves every entry at once; only when
+    it moved fewer than it was given (an entry was swept while its socket is alive: Redis
+    or the process stalled past the TTL) are that room's entries re-added one by one with
+    the join script, and the users it made present again are returned.
+    """
+    r = redis_async()
+    expiry = time.time() + _ttl()
+    back: dict[str, list[str]] = {}
+    rooms_now = [(room, members) for room, members in rooms.items() if members]
+    if rooms_now:
         async with r.pipeline(transaction=False) as pipe:
-            for member in snapshot:
-                username = member.rsplit("|", 1)[0]
-                pipe.eval(_JOIN, 3, _conns_key(room), _users_key(room), ROOMS_KEY, member, username, expiry, room)
-            results = await pipe.execute()
-        back = sorted({m.rsplit("|", 1)[0] for m, became in zip(snapshot, results, strict=True) if became})
-        if back:
-            await broadcast.aroom_send(room, {"type": "presence", "room": room, "joined": back, "left": []})
-
-    async def _refresh_forever(self) -> None:
-        while True:
-            await asyncio.sleep(max(1.0, _ttl() / 3))
-            try:
-                await self.refresh()
-                await presence_sweep()
-            except Exception:
-                # Redis may be down; the entries expire on their own and are swept later.
-                logger.warning("presence refresh failed", exc_info=True)
-
-
-_trackers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Tracker] = weakref.WeakKeyDictionary()
+            for room, members in rooms_now:
+                pipe.zadd(_conns_key(room), dict.fromkeys(members, expiry), xx=True, ch=True)
+            moved = await pipe.execute()
+        for (room, members), count in zip(rooms_now, moved, strict=True):
+            if count < len(members):
+                names = await _rejoin(r, room, members, expiry)
+                if names:
+                    back[room] = names
+    conns_now = [(user_id, conns) for user_id, conns in connections.items() if conns]
+    if conns_now:
+        async with r.pipeline(transaction=False) as pipe:
+            for user_id, conns in conns_now:
+                pipe.zadd(_user_conns_key(user_id), dict.fromkeys(conns, expiry))
+            pipe.zadd(ALL_CONNS_KEY, {f"{user_id}:{c}": expiry for user_id, conns in conns_now for c in conns})
+            await pipe.execute()
+    return back
 
 
-def _tracker() -> _Tracker:
-    loop = asyncio.get_running_loop()
-    tracker = _trackers.get(loop)
-    if tracker is None:
-        tracker = _trackers[loop] = _Tracker()
-    return tracker
+async def _rejoin(r, room: str, members: list[str], expiry: float) -> list[str]:
+    async with r.pipeline(transaction=False) as pipe:
+        for member in members:
+            username = member.rsplit("|", 1)[0]
+            pipe.eval(_JOIN, 3, _conns_key(room), _users_key(room), ROOMS_KEY, member, username, expiry, room)
+        results = await pipe.execute()
+    return sorted({m.rsplit("|", 1)[0] for m, became in zip(members, results, strict=True) if became})

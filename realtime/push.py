@@ -6,6 +6,9 @@ path (``realtime.broadcast``). Sync calls from Celery workers and management com
 run on one long-lived event loop per process and reuse its Redis connections, instead
 of ``async_to_sync(group_send)``'s new loop and new connection per call.
 
+A push is a broadcast like any other: its envelope is built by realtime.broadcast, with
+the same fields (``ts`` included, so pushes count in the fan-out latency metric).
+
 Every push may carry an ``event_id``: a socket delivers each id at most once, so a task
 that is redelivered after a crash (acks_late) never shows the same event twice.
 Each call returns how many sockets the audience had when it was sent.
@@ -24,21 +27,19 @@ def _with_id(event: dict[str, Any], event_id: str | None) -> dict[str, Any]:
 
 async def apush_room(slug: str, event: dict[str, Any], *, event_id: str | None = None) -> int:
     """Send ``event`` to every socket in room ``slug``."""
-    group = broadcast.room_group(slug)
-    await broadcast.apublish(group, {"type": broadcast.EVENT, "event": _with_id(event, event_id), "room": slug})
-    return await broadcast.agroup_size(group)
+    await broadcast.aroom_send(slug, _with_id(event, event_id))
+    return await broadcast.agroup_size(broadcast.room_group(slug))
 
 
 async def apush_user(user_id: int, event: dict[str, Any], *, event_id: str | None = None) -> int:
     """Send ``event`` to every socket of one user."""
-    group = broadcast.user_group(user_id)
-    await broadcast.apublish(group, {"type": broadcast.EVENT, "event": _with_id(event, event_id)})
-    return await broadcast.agroup_size(group)
+    await broadcast.auser_send(user_id, _with_id(event, event_id))
+    return await broadcast.agroup_size(broadcast.user_group(user_id))
 
 
 async def apush_everyone(event: dict[str, Any], *, event_id: str | None = None) -> int:
     """Send ``event`` to every open socket."""
-    await broadcast.apublish(broadcast.EVERYONE, {"type": broadcast.EVENT, "event": _with_id(event, event_id)})
+    await broadcast.aeveryone_send(_with_id(event, event_id))
     return await broadcast.agroup_size(broadcast.EVERYONE)
 
 

@@ -1,9 +1,9 @@
 """Redis clients for the hub, presence, rate limits, tickets and connection caps.
 
-One asyncio client per event loop (Daphne has one; tests may create several) and one
-sync client per process. They connect to ``settings.REDIS_URL`` or, when
-``REDIS_SENTINELS`` is set, to whichever server the sentinels name master, so a
-failover needs no restart (docs/deploy.md, "Redis for scale").
+One asyncio client per event loop (Daphne has one; tests may create several), closed by
+that loop's runtime when it stops (realtime.runtime), and one sync client per process.
+They connect to ``settings.REDIS_URL`` or, when ``REDIS_SENTINELS`` is set, to whichever
+server the sentinels name master, so a failover needs no restart (docs/deploy.md, "Redis for scale").
 """
 
 from __future__ import annotations
@@ -65,6 +65,13 @@ def redis_async() -> aioredis.Redis:
         )
         _async_clients[loop] = client
     return client
+
+
+async def aclose_async_client() -> None:
+    """Close the running loop's client, if it has one (the next :func:`redis_async` opens a new one)."""
+    client = _async_clients.pop(asyncio.get_running_loop(), None)
+    if client is not None:
+        await client.aclose()
 
 
 def redis_sync() -> redis.Redis:

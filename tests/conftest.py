@@ -115,11 +115,10 @@ def _clean_redis(redis_service: services.Service) -> Iterator[None]:
     client.publish("rt:everyone", msgpack.packb({"type": "realtime.control", "action": "close", "code": 4000}))
     # Communicator sockets of earlier tests in this process never see a disconnect: stop
     # refreshing their presence here.
-    from realtime import presence
+    from realtime.runtime import runtimes
 
-    for tracker in list(presence._trackers.values()):
-        tracker.rooms.clear()
-        tracker.connections.clear()
+    for rt in runtimes():
+        rt.sockets.clear()
     # Wait while the number of open sockets falls (their cleanup announces departures, which
     # must happen before the flush); up to 5 s, and not for sockets that stay open.
     deadline = time.monotonic() + 5
