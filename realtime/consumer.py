@@ -189,8 +189,8 @@ class ProtocolConsumer(LayerlessConsumer):
         self._closing = True  # nothing more is sent or served on this socket
         runtime().socket_closed(self)  # no more drain, re-check or presence refresh
         if self.conn_id and self.user is not None and self.user.is_authenticated:
-            # Each step on its own: one failing (Redis down) must not skip the others, and
-            # the local presence bookkeeping must always stop refreshing this socket.
+            # Each step on its own: one failing (Redis down) must not skip the others (the
+            # runtime already stopped refreshing this socket's presence, above).
             steps = (
                 self.closed,
                 lambda: presence.connection_close(user_id=self.user.pk, conn_id=self.conn_id),

@@ -222,11 +222,13 @@ class Runtime:
         """
         if self.stopped:
             return
-        self.stopped = True
+        self.stopped = True  # no task starts any more
+        if drain_code is not None:
+            # Still the loop's runtime meanwhile: the drained sockets' clean-up (leaving rooms,
+            # announcing departures) runs through it during the flush.
+            await self.drain(drain_code, flush=flush)
         if _runtimes.get(self.loop) is self:
             del _runtimes[self.loop]
-        if drain_code is not None:
-            await self.drain(drain_code, flush=flush)
         tasks = [t for t in self.tasks.values() if not t.done()]
         for task in tasks:
             task.cancel()

@@ -1,6 +1,6 @@
 """realtime.auth's batched session re-check: the same verdicts as one by one, in two queries.
 
-The periodic re-check (``realtime.consumer._Rechecker``) asks about every open socket of
+The periodic re-check (``realtime.runtime.Runtime.recheck``) asks about every open socket of
 a process at once; a live test in tests/chat/test_live_two_servers.py shows it closing
 real sockets. These prove each verdict and that the cost does not grow with sockets.
 """
