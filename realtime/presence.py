@@ -17,14 +17,11 @@ The same mechanism caps the number of open sockets per user (``MAX_CONNECTIONS_P
 
 from __future__ import annotations
 
-import logging
 import time
 
 from django.conf import settings
 
 from realtime.redis_pool import redis_async, redis_sync
-
-logger = logging.getLogger(__name__)
 
 ROOMS_KEY = "presence:rooms"
 # Every open socket on every process ("user_id:conn"), scored by expiry: counts for pushes.

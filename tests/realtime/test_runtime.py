@@ -138,6 +138,23 @@ async def test_the_presence_refresh_reads_the_registry_and_announces_a_return(al
 
 
 @pytest.mark.django_db(transaction=True)
+async def test_the_session_recheck_closes_a_registered_socket_whose_session_ended(alice: Any, bob: Any) -> None:
+    """The periodic re-check asks about every socket in the registry: the one whose session
+    was deleted elsewhere is closed with SESSION_ENDED, the other stays open."""
+    from django.contrib.sessions.models import Session
+
+    a, b = await _connect(alice), await _connect(bob)
+    key = _sockets_of(alice)[0].scope["auth_session_key"]
+    await sync_to_async(Session.objects.filter(session_key=key).delete)()
+    await runtime().recheck()
+    closed = await a.receive_output(timeout=5)
+    assert (closed["type"], closed["code"]) == ("websocket.close", CloseCode.SESSION_ENDED)
+    assert await b.receive_nothing(timeout=0.3)
+    await a.wait(timeout=5)
+    await b.disconnect(timeout=5)
+
+
+@pytest.mark.django_db(transaction=True)
 async def test_shutdown_drains_through_the_runtime_and_stops_it(alice: Any) -> None:
     """Daphne's shutdown hook (realtime.drain) closes every open socket with GOING_AWAY through
     the runtime's registry, then stops the runtime: no task left, a fresh runtime next."""
