@@ -63,3 +63,19 @@ async def test_a_rolled_back_change_is_never_published(db) -> None:
         assert await _received(queue, 1) == [2]
         await asyncio.sleep(0.2)
         assert queue.empty()
+
+
+async def test_every_event_envelope_has_the_same_fields_whoever_sends_it() -> None:
+    """Events sent by the broadcast API, by the push API and by the runtime's presence
+    announcer arrive in envelopes built in one place: the same fields, ``ts`` included."""
+    from realtime import push
+
+    room = broadcast.room_group("envelopes")
+    async with broadcast.alisten(room) as queue:
+        await broadcast.aroom_send("envelopes", {"type": "tick"})
+        await push.apush_room("envelopes", {"type": "announcement", "body": "x"}, event_id="e-1")
+        await broadcast.apresence_send("envelopes", joined=["ann"], left=[])
+        got = [await asyncio.wait_for(queue.get(), 5) for _ in range(3)]
+    expected = set(broadcast.room_envelope("envelopes", {}))
+    assert [set(m) for m in got] == [expected] * 3
+    assert all(isinstance(m["ts"], float) and m["room"] == "envelopes" for m in got)
