@@ -53,7 +53,9 @@ def _sockets_of(user: Any) -> list[Any]:
 
 
 def _fanout_count() -> float:
-    found = re.search(r"^realtime_fanout_latency_seconds_count(?:\{[^}]*\})? (\S+)$", metrics.exposition(), re.M)
+    body = metrics.exposition()
+    text = body.decode() if isinstance(body, bytes) else body
+    found = re.search(r"^realtime_fanout_latency_seconds_count(?:\{[^}]*\})? (\S+)$", text, re.M)
     return float(found.group(1)) if found else 0.0
 
 
