@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import math
+from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import login
@@ -11,13 +14,18 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseNotModified, JsonResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.utils.cache import patch_cache_control
 from django.views.decorators.http import require_GET, require_http_methods
+from redis.exceptions import RedisError
 
 from chat import events, selectors, services
 from chat.forms import RoomForm, SignupForm
 from realtime import features
 from realtime.protocol import SLUG_RE
+from realtime.ratelimit import bucket_take
+
+logger = logging.getLogger(__name__)
 
 
 def _rooms_payload(request: HttpRequest) -> list[dict]:
@@ -54,15 +62,41 @@ def rooms_list(request: HttpRequest) -> JsonResponse:
 
 @require_http_methods(["GET", "POST"])
 def signup(request: HttpRequest) -> HttpResponse:
-    """Create an account and log in."""
+    """Create an account and log in; past the sign-up limit of the client's address, 429 and when to retry."""
     if request.user.is_authenticated:
         return redirect("chat:index")
     form = SignupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
+        wait = _signup_wait(address=request.META.get("REMOTE_ADDR", ""))
+        if wait is not None:
+            context = {"form": form, "retry_at": timezone.now() + timedelta(seconds=wait),
+                       "retry_after": max(1, math.ceil(wait))}
+            response = render(request, "registration/signup.html", context, status=429)
+            response["Retry-After"] = str(context["retry_after"])
+            return response
         user = form.save()
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         return redirect("chat:index")
     return render(request, "registration/signup.html", {"form": form})
+
+
+def _signup_wait(*, address: str) -> float | None:
+    """Take one sign-up from the address's bucket: None if allowed, else the seconds to wait.
+
+    Only valid forms take one, so a mistyped password costs nothing. Daphne runs with
+    --proxy-headers, so REMOTE_ADDR is the client. With Redis down, sign-ups are let
+    through (and logged): the limit is a brake on mass sign-ups, not an authentication.
+    """
+    try:
+        allowed, wait = bucket_take(
+            key=f"signup:{address}",
+            burst=settings.SIGNUP_LIMIT,
+            per_second=settings.SIGNUP_LIMIT / settings.SIGNUP_WINDOW_SECONDS,
+        )
+    except RedisError:
+        logger.warning("sign-up limit not checked: Redis unavailable", exc_info=True)
+        return None
+    return None if allowed else wait
 
 
 @login_required

@@ -9,6 +9,10 @@ session cookie. A handshake with neither, or with a bad ticket, is refused with 
 403 before the consumer runs. Missing ``Origin`` is tolerated only with a ticket
 (non-browser clients send none; a ticket is not ambient authority like a cookie).
 ``Origin: null`` (sandboxed frames, ``file:`` pages) is always refused.
+
+An account locked out by the log-in throttle (realtime/lockout.py) is refused too, like
+the ticket endpoint refuses it: a lockout means no way in until the cool-off or a staff
+unlock, and a handshake cannot carry the retry time, so it is a plain 403 here.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from django.http.cookie import parse_cookie
 from django.http.request import split_domain_port, validate_host
 
 from realtime.auth import session_user, ticket_redeem
+from realtime.lockout import account_lockout_until
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +80,12 @@ class OriginGuard:
         return self.app(scope, receive, send)
 
 
+def _session_user_and_lockout(session_key: str) -> tuple[tuple[Any, str] | None, bool]:
+    """``session_user`` and whether that account is locked out: both in one thread hop."""
+    found = session_user(session_key)
+    return found, found is not None and account_lockout_until(found[0]) is not None
+
+
 class HandshakeAuth:
     """Authenticate a handshake by ticket or session cookie before the consumer runs.
 
@@ -97,15 +108,21 @@ class HandshakeAuth:
             redeemed = await ticket_redeem(tickets[0])
             if redeemed is None:
                 return await deny(scope, receive, send, "invalid ticket")
+            if await database_sync_to_async(account_lockout_until)(redeemed.user) is not None:
+                return await deny(scope, receive, send, "account locked out")
             user, method, session_key, auth_hash = redeemed.user, "ticket", redeemed.session_key, redeemed.auth_hash
         else:
             if not origin_allowed(origin, missing_ok=False):
                 return await deny(scope, receive, send, "origin not allowed")
             cookie = _header(scope, b"cookie")
             session_key = parse_cookie(cookie.decode("latin-1")).get(settings.SESSION_COOKIE_NAME) if cookie else None
-            found = await database_sync_to_async(session_user)(session_key) if session_key else None
+            found, locked = (
+                await database_sync_to_async(_session_user_and_lockout)(session_key) if session_key else (None, False)
+            )
             if found is None:
                 return await deny(scope, receive, send, "not authenticated")
+            if locked:
+                return await deny(scope, receive, send, "account locked out")
             (user, auth_hash), method = found, "session"
         scope = {**scope, "user": user, "auth_method": method, "auth_session_key": session_key, "auth_hash": auth_hash}
         return await self.app(scope, receive, send)

@@ -201,7 +201,15 @@ class LongPollConsumer(AsyncHttpConsumer):
             await vs.end()
             return await self._json(503, {"error": "unavailable"})
         if not vs.did_accept:
-            # Refused before accept, exactly as a WebSocket handshake would be.
+            # Refused before accept, exactly as a WebSocket handshake would be; unlike a
+            # handshake, the answer can say when a locked-out account may retry.
+            from channels.db import database_sync_to_async
+
+            from realtime.lockout import handshake_lockout_until, lockout_payload
+
+            until = await database_sync_to_async(handshake_lockout_until)(self.scope)
+            if until is not None:
+                return await self._json(429, lockout_payload(until))
             return await self._json(403, {"error": "forbidden"})
         registry.add(vs)
         await self._json(200, {"sid": vs.sid, "cursor": 0, "protocol": "chat.v1.json"})

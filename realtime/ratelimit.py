@@ -1,4 +1,4 @@
-"""Per-user rate limits: a token bucket in Redis, shared by every server process."""
+"""Rate limits: a token bucket in Redis, shared by every server process (per user; sign-ups per address)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import time
 
 from django.conf import settings
 
-from realtime.redis_pool import redis_async
+from realtime.redis_pool import redis_async, redis_sync
 
 # KEYS: bucket. ARGV: now, rate per second, burst, cost.
 # Returns {allowed (0/1), seconds until one token is available (string)}.
@@ -38,4 +38,10 @@ async def rate_take(*, user_id: int, bucket: str = "msg", cost: float = 1.0) -> 
     allowed, wait = await redis_async().eval(
         _TAKE, 1, f"rate:{bucket}:{user_id}", time.time(), cfg["RATE_PER_SECOND"], cfg["RATE_BURST"], cost
     )
+    return bool(allowed), round(float(wait), 3)
+
+
+def bucket_take(*, key: str, burst: int, per_second: float, cost: float = 1.0) -> tuple[bool, float]:
+    """Take ``cost`` tokens from the bucket ``key`` from sync code: (allowed, seconds to wait if not)."""
+    allowed, wait = redis_sync().eval(_TAKE, 1, f"rate:{key}", time.time(), per_second, burst, cost)
     return bool(allowed), round(float(wait), 3)

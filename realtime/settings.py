@@ -10,6 +10,7 @@ Each integration has its own block below; every variable is listed in docs/deplo
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote
 
@@ -87,6 +88,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "django_celery_beat",
+    # Log-in throttle: failed attempts, lockouts and their admin (see "Log-in throttle" below).
+    "axes",
     "realtime",
     "chat",
     # Features built on the extension surface (realtime/features.py).
@@ -103,6 +106,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: turns a locked-out log-in into the 429 page (realtime.lockout.lockout_response).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "realtime.urls"
@@ -183,6 +188,40 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# --- Log-in throttle (django-axes) ------------------------------------------------
+# https://django-axes.readthedocs.io/en/latest/4_configuration.html
+# Failed log-ins are counted per account and per client address, in the database; either
+# count reaching the limit within the cool-off locks that account or address out (HTTP 429
+# with the time to retry). Staff lift a lockout in the admin (Axes > Access attempts:
+# delete the rows). The ticket endpoint, the WebSocket handshake and the long-poll open
+# refuse a locked account too (realtime/lockout.py).
+
+# The axes backend only refuses locked-out requests; ModelBackend authenticates.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_ENABLED = env_bool("LOGIN_THROTTLE", True)
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(seconds=env_int("LOGIN_COOLOFF_SECONDS", 900))
+# Either parameter alone locks: one account from many addresses, or many accounts from one.
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+# A success does not reset the count: otherwise one's own account would wipe an address's
+# failures against others between guesses.
+AXES_RESET_ON_SUCCESS = False
+# Tries while locked out are refused but not counted, so the retry time shown holds.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_LOCKOUT_CALLABLE = "realtime.lockout.lockout_response"
+# Daphne runs with --proxy-headers, so REMOTE_ADDR is the client; no forwarded header is trusted.
+AXES_IPWARE_META_PRECEDENCE_ORDER = ("REMOTE_ADDR",)
+# Successful log-ins are not recorded (the table would only grow); failures are.
+AXES_DISABLE_ACCESS_LOG = True
+
+# Sign-ups per client address: a token bucket in Redis (realtime/ratelimit.py) holding
+# SIGNUP_LIMIT accounts, refilled over SIGNUP_WINDOW_SECONDS.
+SIGNUP_LIMIT = env_int("SIGNUP_LIMIT", 5)
+SIGNUP_WINDOW_SECONDS = env_int("SIGNUP_WINDOW_SECONDS", 3600)
 
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"

@@ -43,9 +43,17 @@ def healthz(request: HttpRequest) -> JsonResponse:
 @require_POST
 @login_required
 def ws_ticket(request: HttpRequest) -> JsonResponse:
-    """A single-use WebSocket ticket for the logged-in user (CSRF-protected POST)."""
+    """A single-use WebSocket ticket for the logged-in user (CSRF-protected POST).
+
+    A locked-out account gets 429 with the time to retry, not a ticket (realtime/lockout.py).
+    """
     from django.conf import settings
 
+    from realtime.lockout import account_lockout_until, lockout_refusal
+
+    until = account_lockout_until(request.user)
+    if until is not None:
+        return lockout_refusal(until)
     ticket = ticket_issue(user=request.user, session_key=request.session.session_key)
     return JsonResponse({"ticket": ticket, "expires_in": settings.REALTIME["TICKET_TTL"]})
 
