@@ -401,6 +401,8 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
+        # Failures and lockouts (masked) are warnings; axes' INFO lines repeat them per request.
+        "axes": {"level": "WARNING"},
     },
 }
 
