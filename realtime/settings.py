@@ -193,8 +193,8 @@ AUTH_PASSWORD_VALIDATORS = [
 # https://django-axes.readthedocs.io/en/latest/4_configuration.html
 # Failed log-ins are counted per account and per client address, in the database; either
 # count reaching the limit within the cool-off locks that account or address out (HTTP 429
-# with the time to retry). Staff lift a lockout in the admin (Axes > Access attempts:
-# delete the rows). The ticket endpoint, the WebSocket handshake and the long-poll open
+# with the time to retry). Staff lift a lockout in the admin (Axes > Access attempts,
+# realtime/admin.py). The ticket endpoint, the WebSocket handshake and the long-poll open
 # refuse a locked account too (realtime/lockout.py).
 
 # The axes backend only refuses locked-out requests; ModelBackend authenticates.
@@ -222,6 +222,11 @@ AXES_DISABLE_ACCESS_LOG = True
 # SIGNUP_LIMIT accounts, refilled over SIGNUP_WINDOW_SECONDS.
 SIGNUP_LIMIT = env_int("SIGNUP_LIMIT", 5)
 SIGNUP_WINDOW_SECONDS = env_int("SIGNUP_WINDOW_SECONDS", 3600)
+if min(AXES_FAILURE_LIMIT, AXES_COOLOFF_TIME.total_seconds(), SIGNUP_LIMIT, SIGNUP_WINDOW_SECONDS) <= 0:
+    raise ImproperlyConfigured(
+        "LOGIN_FAILURE_LIMIT, LOGIN_COOLOFF_SECONDS, SIGNUP_LIMIT and SIGNUP_WINDOW_SECONDS must be positive "
+        "(LOGIN_THROTTLE=0 turns the log-in throttle off; see docs/deploy.md)."
+    )
 
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
