@@ -16,12 +16,16 @@ from urllib.parse import parse_qs
 
 from axes.models import AccessAttempt
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.forms import AuthenticationForm
 from django.core import signing
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http.cookie import parse_cookie
 from django.shortcuts import render
 from django.utils import timezone
+
+from realtime.auth import TICKET_SALT, session_user
 
 
 def lockout_until(*, username: str | None = None, ip_address: str | None = None) -> datetime | None:
@@ -104,16 +108,13 @@ def handshake_lockout_until(scope: dict[str, Any]) -> datetime | None:
     For telling a refused long-poll open why: the ticket's signed user is read without
     redeeming it (the handshake already did, or refused it).
     """
-    from django.contrib.auth import get_user_model
-    from django.http.cookie import parse_cookie
-
-    from realtime.auth import TICKET_SALT, session_user
-
     user = None
     tickets = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("ticket")
     if tickets:
+        if len(tickets[0]) > 512:  # longer than any ticket (realtime.auth.ticket_redeem)
+            return None
         try:
-            payload = signing.loads(tickets[0][:512], salt=TICKET_SALT)
+            payload = signing.loads(tickets[0], salt=TICKET_SALT)
         except signing.BadSignature:
             return None
         if isinstance(payload, dict):
