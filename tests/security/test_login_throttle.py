@@ -99,6 +99,18 @@ def test_failures_from_one_address_across_accounts_lock_that_address_only(make_u
     assert log_in("alice", "pw-alice-123", address=ELSEWHERE).status_code == 302  # no account reached the limit
 
 
+def test_the_throttle_switched_off_counts_and_refuses_nothing(make_user, settings):
+    """With LOGIN_THROTTLE=0 (AXES_ENABLED off) the failures past the limit get the form back and
+    the right password then logs in; the ticket endpoint does not refuse either."""
+    make_user("alice")
+    settings.AXES_ENABLED = False
+    client = Client(REMOTE_ADDR=ATTACKER)
+    tries = settings.AXES_FAILURE_LIMIT + 1
+    assert [log_in("alice", f"wrong-{i}", client=client).status_code for i in range(tries)] == [200] * tries
+    assert log_in("alice", "pw-alice-123", client=client).status_code == 302
+    assert client.post("/api/ws-ticket/").status_code == 200
+
+
 def test_staff_see_and_lift_a_lockout_in_the_admin_and_non_staff_cannot(make_user):
     """A staff member with the access-attempt permissions sees until when the account is locked out
     and unlocks it, from any one of its rows, after which it logs in; a non-staff user gets the
