@@ -52,7 +52,8 @@ def age_failures(by: timedelta) -> None:
 
 def test_thirty_wrong_passwords_are_locked_out_after_the_limit_with_429_and_a_retry_time(make_user):
     """Of 30 wrong passwords for one account, those before the limit get the form back (200);
-    from the limit on every answer is 429, the log-in page saying when to retry, with Retry-After."""
+    from the limit on every answer is 429, the log-in page saying when to retry, with Retry-After;
+    tries while locked out do not push that time back."""
     make_user("alice")
     limit, cooloff = settings.AXES_FAILURE_LIMIT, settings.AXES_COOLOFF_TIME.total_seconds()
     client = Client(REMOTE_ADDR=ATTACKER)
@@ -65,6 +66,8 @@ def test_thirty_wrong_passwords_are_locked_out_after_the_limit_with_429_and_a_re
     assert cooloff - 60 <= int(last["Retry-After"]) <= cooloff
     retry_at = re.search(r'<time datetime="([^"]+)"', page).group(1)
     assert abs((datetime.fromisoformat(retry_at) - timezone.now()).total_seconds() - cooloff) < 60
+    first_refusal = answers[limit - 1].content.decode()
+    assert f'<time datetime="{retry_at}">' in first_refusal  # the 25 tries while locked out did not move it
     assert "guess-29-x9" not in page  # the password is not shown back
     assert '<form method="post" action="/accounts/login/">' in page  # still the log-in page, in its style
 
