@@ -247,6 +247,8 @@ def _env_lines(cat: Any, region: Any, *extra_hosts: str) -> dict[str, str]:
     if region.redis.sentinels:
         env["REDIS_SENTINELS"] = ",".join(region.redis.sentinels)
         env["REDIS_SENTINEL_MASTER"] = region.redis.master
+    if region.redis.cluster_url:
+        env["REDIS_CLUSTER_URL"] = region.redis.cluster_url
     # Token only: behind the edges' X-Forwarded-For an address proves little.
     env["METRICS_ALLOW_IPS"] = ""
     return env

@@ -51,16 +51,17 @@ class Daphne:
 
 @dataclass(frozen=True)
 class Redis:
-    """A region's Redis: ``url``, and optionally a Sentinel group (``sentinels`` naming ``master``).
+    """A region's Redis: ``url``, and optionally a Sentinel group (``sentinels`` naming ``master``)
+    or a Redis Cluster (``cluster_url``, any node) for broadcasts, presence, rate limits and tickets.
 
-    With Sentinel, the channel layer and the Celery broker ask the sentinels for the
-    master; ``url`` still serves the clients that do not speak Sentinel (presence, rate
-    limits, tickets), so it should be an address that follows the master.
+    With Sentinel, every client and the Celery broker ask the sentinels for the master.
+    With a cluster, ``url`` is the Celery broker's (kombu does not speak Cluster).
     """
 
     url: str
     sentinels: tuple[str, ...] = ()
     master: str = ""
+    cluster_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -197,11 +198,14 @@ def _region(name: str, table: dict[str, Any]) -> Region:
         url=_get(r, "url", str, f"{where}.redis"),
         sentinels=_strings(r, "sentinels", f"{where}.redis", []),
         master=_get(r, "master", str, f"{where}.redis", ""),
+        cluster_url=_get(r, "cluster_url", str, f"{where}.redis", ""),
     )
     if not redis.url.startswith(("redis://", "rediss://")):
         raise CatalogueError(f"{where}.redis: 'url' must be a redis:// or rediss:// URL")
     if bool(redis.sentinels) != bool(redis.master):
         raise CatalogueError(f"{where}.redis: 'sentinels' and 'master' go together")
+    if redis.cluster_url and (redis.sentinels or not redis.cluster_url.startswith(("redis://", "rediss://"))):
+        raise CatalogueError(f"{where}.redis: 'cluster_url' is a redis:// URL, and excludes 'sentinels'")
 
     c = _get(table, "celery", dict, where)
     celery = Celery(

@@ -13,6 +13,11 @@ This module only stores and answers: it sends nothing. Who joined or left is ret
 the caller (the chat, the runtime's refresh), which announces it through realtime.broadcast.
 
 The same mechanism caps the number of open sockets per user (``MAX_CONNECTIONS_PER_USER``).
+
+Keys are Redis Cluster safe: a room's keys share the hash tag ``{room}``, a user's socket
+count ``{user:N}``, so each script touches one slot; the two process-wide indexes (rooms
+with presence, every open socket) are separate keys updated next to the scripts, in the
+same pipeline, which a cluster client splits by shard.
 """
 
 from __future__ import annotations
@@ -29,26 +34,25 @@ ALL_CONNS_KEY = "conns:all"
 
 
 def _conns_key(room: str) -> str:
-    return f"presence:{room}:conns"
+    return f"presence:{{{room}}}:conns"
 
 
 def _users_key(room: str) -> str:
-    return f"presence:{room}:users"
+    return f"presence:{{{room}}}:users"
 
 
 def _user_conns_key(user_id: int) -> str:
-    return f"conns:user:{user_id}"
+    return f"conns:{{user:{user_id}}}"
 
 
 def _ttl() -> int:
     return settings.REALTIME["PRESENCE_TTL"]
 
 
-# KEYS: conns, users, rooms. ARGV: member, username, expiry, room.
+# KEYS: conns, users. ARGV: member, username, expiry.
 # Returns 1 when the user became present in the room.
 _JOIN = """
 local added = redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
-redis.call('SADD', KEYS[3], ARGV[4])
 if added == 1 then
   return redis.call('HINCRBY', KEYS[2], ARGV[2], 1) == 1 and 1 or 0
 end
@@ -67,7 +71,7 @@ end
 return 0
 """
 
-# KEYS: conns, users, rooms. ARGV: now, room. Returns the usernames that left.
+# KEYS: conns, users. ARGV: now. Returns {whether the room is empty now, the usernames that left...}.
 _SWEEP = """
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 local gone = {}
@@ -80,14 +84,12 @@ for _, member in ipairs(expired) do
     table.insert(gone, name)
   end
 end
-if redis.call('ZCARD', KEYS[1]) == 0 then
-  redis.call('SREM', KEYS[3], ARGV[2])
-end
+local empty = redis.call('ZCARD', KEYS[1]) == 0 and 1 or 0
+table.insert(gone, 1, empty)
 return gone
 """
 
-# KEYS: user conns, all conns. ARGV: now, member, expiry, cap, global member.
-# Returns 1 if the socket may open.
+# KEYS: user conns. ARGV: now, member, expiry, cap. Returns 1 if the socket may open.
 _CONNECT = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
@@ -95,7 +97,6 @@ if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
 end
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
 redis.call('EXPIRE', KEYS[1], 86400)
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5])
 return 1
 """
 
@@ -107,10 +108,12 @@ def member_for(username: str, conn_id: str) -> str:
 
 async def presence_join(*, room: str, username: str, conn_id: str) -> bool:
     """Record a socket in a room; True when its user was not present before."""
-    r = redis_async()
     expiry = time.time() + _ttl()
     member = member_for(username, conn_id)
-    became = await r.eval(_JOIN, 3, _conns_key(room), _users_key(room), ROOMS_KEY, member, username, expiry, room)
+    async with redis_async().pipeline(transaction=False) as pipe:
+        pipe.eval(_JOIN, 2, _conns_key(room), _users_key(room), member, username, expiry)
+        pipe.sadd(ROOMS_KEY, room)  # after the entry: a sweep that emptied the room re-adds it (presence_sweep)
+        became, _ = await pipe.execute()
     return bool(became)
 
 
@@ -152,23 +155,42 @@ async def presence_sweep() -> dict[str, list[str]]:
     sweep = r.register_script(_SWEEP)
     async with r.pipeline(transaction=False) as pipe:
         for room in rooms:
-            await sweep(keys=[_conns_key(room), _users_key(room), ROOMS_KEY], args=[now, room], client=pipe)
+            await sweep(keys=[_conns_key(room), _users_key(room)], args=[now], client=pipe)
         results = await pipe.execute()
     departed: dict[str, list[str]] = {}
-    for room, gone in zip(rooms, results, strict=True):
+    emptied = []
+    for room, (empty, *gone) in zip(rooms, results, strict=True):
         if gone:
-            names = sorted(g.decode() for g in gone)
-            departed[room] = names
+            departed[room] = sorted(g.decode() for g in gone)
+        if empty:
+            emptied.append(room)
+    if emptied:
+        # The index is another key (another slot in a cluster): drop the room, then look
+        # again; a join that added an entry meanwhile added the room after its entry, or
+        # is seen here and the room goes back.
+        await r.srem(ROOMS_KEY, *emptied)
+        async with r.pipeline(transaction=False) as pipe:
+            for room in emptied:
+                pipe.zcard(_conns_key(room))
+            counts = await pipe.execute()
+        refilled = [room for room, count in zip(emptied, counts, strict=True) if count]
+        if refilled:
+            await r.sadd(ROOMS_KEY, *refilled)
     return departed
 
 
 async def connection_open(*, user_id: int, conn_id: str) -> bool:
     """Count a new socket against the user's cap; False when the cap is reached."""
     now = time.time()
-    ok = await redis_async().eval(
-        _CONNECT, 2, _user_conns_key(user_id), ALL_CONNS_KEY, now, conn_id, now + _ttl(),
-        settings.REALTIME["MAX_CONNECTIONS_PER_USER"], f"{user_id}:{conn_id}",
-    )
+    r = redis_async()
+    everyone = f"{user_id}:{conn_id}"
+    async with r.pipeline(transaction=False) as pipe:
+        pipe.eval(_CONNECT, 1, _user_conns_key(user_id), now, conn_id, now + _ttl(),
+                  settings.REALTIME["MAX_CONNECTIONS_PER_USER"])
+        pipe.zadd(ALL_CONNS_KEY, {everyone: now + _ttl()})  # another slot in a cluster: next to the script
+        ok, _ = await pipe.execute()
+    if not ok:
+        await r.zrem(ALL_CONNS_KEY, everyone)
     return bool(ok)
 
 
@@ -231,6 +253,7 @@ async def _rejoin(r, room: str, members: list[str], expiry: float) -> list[str]:
     async with r.pipeline(transaction=False) as pipe:
         for member in members:
             username = member.rsplit("|", 1)[0]
-            pipe.eval(_JOIN, 3, _conns_key(room), _users_key(room), ROOMS_KEY, member, username, expiry, room)
-        results = await pipe.execute()
+            pipe.eval(_JOIN, 2, _conns_key(room), _users_key(room), member, username, expiry)
+        pipe.sadd(ROOMS_KEY, room)
+        *results, _ = await pipe.execute()
     return sorted({m.rsplit("|", 1)[0] for m, became in zip(members, results, strict=True) if became})

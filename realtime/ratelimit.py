@@ -36,7 +36,7 @@ async def rate_take(*, user_id: int, bucket: str = "msg", cost: float = 1.0) -> 
     """Take ``cost`` tokens from the user's bucket: (allowed, seconds to wait if not)."""
     cfg = settings.REALTIME
     allowed, wait = await redis_async().eval(
-        _TAKE, 1, f"rate:{bucket}:{user_id}", time.time(), cfg["RATE_PER_SECOND"], cfg["RATE_BURST"], cost
+        _TAKE, 1, f"rate:{{user:{user_id}}}:{bucket}", time.time(), cfg["RATE_PER_SECOND"], cfg["RATE_BURST"], cost
     )
     return bool(allowed), round(float(wait), 3)
 

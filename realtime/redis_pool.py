@@ -2,8 +2,9 @@
 
 One asyncio client per event loop (Daphne has one; tests may create several), closed by
 that loop's runtime when it stops (realtime.runtime), and one sync client per process.
-They connect to ``settings.REDIS_URL`` or, when ``REDIS_SENTINELS`` is set, to whichever
-server the sentinels name master, so a failover needs no restart (docs/deploy.md, "Redis for scale").
+They connect to ``settings.REDIS_URL``, to a Redis Cluster when ``REDIS_CLUSTER_URL`` is
+set, or, when ``REDIS_SENTINELS`` is set, to whichever server the sentinels name master,
+so a failover needs no restart (docs/deploy.md, "Redis for scale").
 """
 
 from __future__ import annotations
@@ -32,7 +33,11 @@ def _sentinel_options() -> dict[str, Any]:
 
 
 def new_async_client(**options: Any) -> aioredis.Redis:
-    """A new asyncio client for the configured Redis (URL or Sentinel master)."""
+    """A new asyncio client for the configured Redis (URL, Sentinel master, or Redis Cluster)."""
+    if getattr(settings, "REDIS_CLUSTER_URL", ""):
+        from redis.asyncio.cluster import RedisCluster
+
+        return RedisCluster.from_url(settings.REDIS_CLUSTER_URL, **options)
     sentinels = getattr(settings, "REDIS_SENTINELS", None)
     if sentinels:
         from redis.asyncio.sentinel import Sentinel
@@ -44,7 +49,11 @@ def new_async_client(**options: Any) -> aioredis.Redis:
 
 
 def new_sync_client(**options: Any) -> redis.Redis:
-    """A new synchronous client for the configured Redis (URL or Sentinel master)."""
+    """A new synchronous client for the configured Redis (URL, Sentinel master, or Redis Cluster)."""
+    if getattr(settings, "REDIS_CLUSTER_URL", ""):
+        from redis.cluster import RedisCluster
+
+        return RedisCluster.from_url(settings.REDIS_CLUSTER_URL, **options)
     sentinels = getattr(settings, "REDIS_SENTINELS", None)
     if sentinels:
         from redis.sentinel import Sentinel

@@ -87,12 +87,22 @@ class Outbox:
                 logger.exception("broadcast after commit failed (%d messages)", len(batch))
 
 
+def hub_new() -> Hub:
+    """The hub for the configured Redis: sharded pub/sub on a Redis Cluster (``REDIS_CLUSTER_URL``), else classic."""
+    url = getattr(settings, "REDIS_CLUSTER_URL", "")
+    if url:
+        from realtime.hub_cluster import ShardedHub
+
+        return ShardedHub(url)
+    return Hub()
+
+
 class Runtime:
     """One event loop's hub, outbox, open sockets, long-poll sessions and background tasks."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.hub = Hub()
+        self.hub = hub_new()
         self.outbox = Outbox(loop, self.hub)
         #: Every accepted socket of this loop (ProtocolConsumer adds itself, and leaves on disconnect).
         self.sockets: weakref.WeakSet[Any] = weakref.WeakSet()

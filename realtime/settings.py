@@ -288,12 +288,20 @@ WS_ALLOWED_ORIGINS = env_list("WS_ALLOWED_ORIGINS", [])
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 
+# Redis Cluster ("Redis for scale" in docs/deploy.md): REDIS_CLUSTER_URL names any node of a
+# cluster (redis://host:port/0); broadcasts move to sharded pub/sub (realtime/hub_cluster.py)
+# and presence, rate limits and tickets to the cluster. Celery's broker stays on REDIS_URL
+# (or CELERY_BROKER_URL): kombu's Redis transport does not speak Cluster.
+REDIS_CLUSTER_URL = env_str("REDIS_CLUSTER_URL")
+
 # Redis Sentinel ("Redis for scale" in docs/deploy.md): REDIS_SENTINELS=host:port,... with
 # REDIS_SENTINEL_MASTER switch the project's Redis clients and the Celery broker to whichever
 # Redis the sentinels name master, so a failover needs no restart. Unset: REDIS_URL, as before.
 REDIS_SENTINELS = env_hostports("REDIS_SENTINELS", 26379)
 REDIS_SENTINEL_MASTER = env_str("REDIS_SENTINEL_MASTER")
 REDIS_SENTINEL_PASSWORD = env_str("REDIS_SENTINEL_PASSWORD")
+if REDIS_SENTINELS and REDIS_CLUSTER_URL:
+    raise ImproperlyConfigured("Set REDIS_SENTINELS or REDIS_CLUSTER_URL, not both (see docs/deploy.md).")
 if REDIS_SENTINELS and not REDIS_SENTINEL_MASTER:
     raise ImproperlyConfigured("REDIS_SENTINELS requires REDIS_SENTINEL_MASTER (see docs/deploy.md).")
 

@@ -419,6 +419,25 @@ class RedisCluster:
         """Kill one node (SIGKILL: a crash)."""
         self.nodes[port].kill(signal.SIGKILL)
 
+    def wait_failover(self, dead: int, *, timeout: float = 60.0) -> None:
+        """Block until no slot is served by the killed master ``dead`` and the cluster is ok again."""
+        import redis
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                client = redis.Redis(port=self.master_ports()[0], socket_timeout=1)
+                owners = {int(master[1]) for _start, _end, master, *_ in client.execute_command("CLUSTER SLOTS")}
+                client.close()
+            except (redis.RedisError, IndexError):
+                owners = {dead}
+            if dead not in owners:
+                self.wait_ok(timeout=max(1.0, deadline - time.monotonic()),
+                             replicas=self.masters * self.replicas - 1)
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"no replica took over from {dead} within {timeout} s")
+
     @property
     def url(self) -> str:
         """A URL naming one live node: clients discover the rest."""

@@ -22,6 +22,13 @@ from realtime.runtime import Runtime
 USER_ID = 987_654_321
 
 
+async def _join_raw(r, room: str, member: str, name: str, expiry: float) -> None:
+    """An entry with a chosen expiry, written as presence_join writes it (the join script, then the index)."""
+    await r.eval(presence._JOIN, 2, presence._conns_key(room), presence._users_key(room), member, name, expiry)
+    await r.sadd(presence.ROOMS_KEY, room)
+
+
+
 @pytest.fixture
 def short_ttl(settings: Any) -> int:
     settings.REALTIME = {**settings.REALTIME, "PRESENCE_TTL": 2}
@@ -45,8 +52,7 @@ async def test_refreshed_entries_outlive_their_ttl_and_count_as_open_sockets(sho
     members = [("room-a", "ann", "c1"), ("room-a", "ann", "c2"), ("room-b", "bea", "c3")]
     rooms: dict[str, list[str]] = {}
     for room, name, conn in members:
-        await _r().eval(presence._JOIN, 3, presence._conns_key(room), presence._users_key(room), presence.ROOMS_KEY,
-                        presence.member_for(name, conn), name, time.time() + short_ttl, room)
+        await _join_raw(_r(), room, presence.member_for(name, conn), name, time.time() + short_ttl)
         rooms.setdefault(room, []).append(presence.member_for(name, conn))
     connections = {USER_ID: ["c1", "c2", "c3"]}
     for _ in range(3):
@@ -68,8 +74,7 @@ async def test_an_entry_swept_while_its_socket_lives_comes_back_once(short_ttl: 
     """When Redis or the process stalled past the TTL and the entry was swept (the sweep
     returns the departure), the next refresh re-adds it and returns the user as back, once."""
     member = presence.member_for("cid", "c9")
-    await _r().eval(presence._JOIN, 3, presence._conns_key("room-s"), presence._users_key("room-s"),
-                    presence.ROOMS_KEY, member, "cid", time.time() + short_ttl, "room-s")
+    await _join_raw(_r(), "room-s", member, "cid", time.time() + short_ttl)
     await asyncio.sleep(short_ttl + 0.2)  # a stall: no refresh within the TTL
     swept = await presence.presence_sweep()
     # This sweep, or a live server's of an earlier test (they share this Redis), swept it.
@@ -88,8 +93,7 @@ async def test_an_orphan_is_swept_once_even_by_two_processes(short_ttl: int) -> 
     now = time.time()
     r = _r()
     for name, conn, expiry in [("orphan", "o1", now + 0.5), ("alive", "a1", now + 60)]:
-        await r.eval(presence._JOIN, 3, presence._conns_key("room-o"), presence._users_key("room-o"),
-                     presence.ROOMS_KEY, presence.member_for(name, conn), name, expiry, "room-o")
+        await _join_raw(r, "room-o", presence.member_for(name, conn), name, expiry)
     async with broadcast.alisten(broadcast.room_group("room-o")) as queue:
         await asyncio.sleep(0.7)
         loop = asyncio.get_running_loop()
