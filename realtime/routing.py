@@ -3,8 +3,8 @@
 channels' ``ProtocolTypeRouter``, ``URLRouter`` and the function ``as_asgi`` returns
 each end with ``return await app(scope, receive, send)``. For a WebSocket that await
 lasts as long as the socket: three coroutine frames per open socket, and with them
-Daphne's original scope, the router's copy of it and its URL match, about 2 KiB of an
-idle socket (bench/fanout S0). The routers here route exactly the same way but return
+Daphne's original scope, the router's copy of it and its URL match, a good part of an
+idle socket's memory (bench/fanout S0; docs/performance.md). The routers here route exactly the same way but return
 the routed application's coroutine, so the connection's task runs it directly.
 
 Their ``__call__`` is a plain function marked as a coroutine function

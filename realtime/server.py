@@ -9,13 +9,13 @@ S0) and per frame received (S1), without changing a byte on the wire
 (docs/performance.md):
 
 * **The input queue.** Daphne gives each connection an ``asyncio.Queue``: three deques
-  and an ``asyncio.Event`` with a fourth, about 3.5 KiB before anything is queued. A
+  and an ``asyncio.Event`` with a fourth, before anything is queued. A
   WebSocket has exactly one reader (the application's ``receive``), so
   :class:`InputQueue` (a list and at most one waiting future) does the same job.
 * **The HTTP request that was upgraded.** Twisted's ``HTTPChannel`` registers itself as
   the TCP connection's producer and stays registered after Daphne hands the connection
   to the WebSocket protocol, keeping the channel, the request, its headers and body
-  buffer alive for the socket's whole life (about 3 KiB). After the upgrade the channel
+  buffer alive for the socket's whole life. After the upgrade the channel
   is mid-request, so its pause and resume never reach the network; releasing it once
   the socket is open changes no behaviour.
 * **autobahn's per-socket copies.** autobahn copies 29 factory options onto every
@@ -120,9 +120,9 @@ class _FromFactory:
         return getattr(instance.factory, self.name)
 
 
-# Below this many bytes a client frame is unmasked with Python's integers (about 2 µs for
-# a chat message or a ping) rather than autobahn's native NVX masker, which costs about
-# 5 µs to set up per frame before it does anything; above it NVX's SIMD loop wins.
+# Below this many bytes a client frame is unmasked with Python's integers rather than
+# autobahn's native NVX masker, whose per-frame set-up costs more than unmasking a chat
+# message or a ping; above it NVX's SIMD loop wins (figures: docs/performance.md).
 SMALL_FRAME_BYTES = 1024
 
 
@@ -221,7 +221,7 @@ class WebSocketProtocol(daphne_ws.WebSocketProtocol):
         autobahn hands every message to ``onMessage`` (Daphne's, which queues it for the
         application) and then also fires a ``message`` event for listeners registered
         with ``protocol.on("message", ...)``: a gathered Deferred, stored, with callbacks,
-        per message, about 3 % of the CPU of a ping round trip (bench/fanout S1). Nothing
+        per message, a measurable share of a ping round trip (bench/fanout S1). Nothing
         here registers one; if anything does, autobahn's own method runs.
         """
         listeners = self._listeners
@@ -289,11 +289,11 @@ class Server(daphne_server.Server):
     def run(self) -> None:
         """Daphne's ``run``, once what start-up built is out of the cyclic collector's way.
 
-        Django, Twisted, autobahn and the application are imported by now: about 110,000
-        objects that live as long as the process. Every full collection walked them all;
-        with 1,000 sockets joining, they took 80-140 ms, a stall for every socket of the
-        process (bench/fanout). Frozen (``gc.freeze``, after collecting what start-up
-        left behind), they are no longer walked: the same collections took 45-83 ms.
+        Django, Twisted, autobahn and the application are imported by now: objects that
+        live as long as the process. Every full collection walked them all, a stall for
+        every socket of the process while many sockets join (bench/fanout). Frozen
+        (``gc.freeze``, after collecting what start-up left behind), they are no longer
+        walked, and those collections got shorter (docs/performance.md has the figures).
         Only objects alive now are frozen; sockets and everything built for them later
         are collected as before.
         """

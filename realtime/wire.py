@@ -4,8 +4,9 @@ A broadcast reaches every local socket through ``realtime.hub``. Through the ASG
 ``send`` chain each copy would pass the session middleware, Daphne's ``handle_reply``,
 autobahn's ``sendMessage`` (which re-encodes the text, builds the frame and formats
 debug-log arguments) and Twisted's ``write``, which arms an epoll writer for the socket
-and disarms it on the next loop turn: about 100 µs of one core per socket per message,
-measured with py-spy in ``bench/fanout`` (M = 1,000).
+and disarms it on the next loop turn: several times the cost of the write itself, per
+socket and message (found with py-spy in ``bench/fanout``; the figures are in
+docs/performance.md).
 
 Here the hub builds the frame **once** per message and encoding (:func:`frame`, the
 bytes autobahn's ``prepareMessage`` would make for a server) and each socket's
