@@ -1,8 +1,10 @@
 """``/ws/chat/``: one socket per browser tab, every room over it.
 
 Thin: each handler takes a validated payload, calls a service or selector, and sends
-the reply. The base class (``realtime.consumer``) does decoding, validation, rate
-limits, errors, broadcasts and session re-checks.
+the reply an event builder of chat.events made. The types, their fields and permission
+checks are declared in chat/realtime_features.py; the base class (``realtime.consumer``)
+does decoding, validation, permissions, rate limits, errors (chat.errors become
+``error`` frames there), broadcasts and session re-checks.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from chat import events, selectors, services
+from chat.errors import RoomNotFound
 from realtime import broadcast, features, metrics, presence
 from realtime.consumer import ProtocolConsumer
 from realtime.protocol import ErrorCode, ProtocolError
@@ -27,16 +30,16 @@ logger = logging.getLogger(__name__)
 
 
 class ChatConsumer(ProtocolConsumer):
-    """Rooms, messages, typing, presence and heartbeat over one socket."""
+    """Rooms, messages, typing and presence over one socket (the heartbeat is the core's)."""
 
     handlers = {
+        **ProtocolConsumer.handlers,
         "join": "handle_join",
         "leave": "handle_leave",
         "message": "handle_message",
         "edit": "handle_edit",
         "delete": "handle_delete",
         "typing": "handle_typing",
-        "ping": "handle_ping",
     }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -56,18 +59,13 @@ class ChatConsumer(ProtocolConsumer):
     def username(self) -> str:
         return self.user.get_username()
 
-    async def opened(self) -> None:
-        """Greet the client with who it is and the limits in force."""
-        cfg = settings.REALTIME
-        await self.send_event(
-            {
-                "type": "hello",
-                "user": self.username,
-                "protocol": self.codec.subprotocol,
-                "max_body": cfg["MAX_BODY_CHARS"],
-                "ping_ms": cfg["CLIENT_PING_MS"],
-            }
-        )
+    def rooms_joined(self) -> dict[str, int]:
+        """The joined rooms (realtime.features.FeatureHost)."""
+        return self.rooms
+
+    def room_value(self, room: str) -> Any:
+        """The joined room's model, as the join loaded it (realtime.features.FeatureHost)."""
+        return self.room_models.get(room)
 
     async def closed(self) -> None:
         """Leave every room: presence and groups (each room on its own, whatever fails)."""
@@ -98,21 +96,14 @@ class ChatConsumer(ProtocolConsumer):
             resume = await db(selectors.room_resume)(
                 room=room, last_seq=p.get("last_seq"), page=cfg["HISTORY_PAGE"], cap=cfg["RESUME_CAP"]
             )
-            history = await db(lambda: [events.message_event(m) for m in resume.messages])()
+            history = await db(events.message_events)(resume.messages)
             became_present = await presence.presence_join(room=slug, username=self.username, conn_id=self.conn_id)
             names = await presence.presence_list(room=slug)
             self.rooms[slug] = resume.latest_seq
             self.room_models[slug] = room
             self.delivered[slug] = max(self.delivered.get(slug, 0), resume.latest_seq)
             await self.send_event(
-                {
-                    "type": "joined",
-                    "room": slug,
-                    "title": room.title,
-                    "seq": resume.latest_seq,
-                    "presence": names,
-                    "reset": resume.reset,
-                }
+                events.joined_event(room=room, seq=resume.latest_seq, presence=names, reset=resume.reset)
             )
             for event in history:
                 await self.send_event(event)
@@ -132,16 +123,12 @@ class ChatConsumer(ProtocolConsumer):
                 await pending
             metrics.broadcast_sent(frames)
         if became_present and not rejoin:
-            await broadcast.aroom_send(
-                slug, {"type": "presence", "room": slug, "joined": [self.username], "left": []},
-                exclude=self.conn_id,
-            )
+            await broadcast.apresence_send(slug, joined=[self.username], left=[], exclude=self.conn_id)
 
     async def handle_leave(self, p: dict[str, Any]) -> None:
-        """Leave a room."""
-        self._require_joined(p["room"])
+        """Leave a room (joined: checked by its declared permission)."""
         await self._leave(p["room"])
-        await self.send_event({"type": "left", "room": p["room"]})
+        await self.send_event(events.left_event(room=p["room"]))
 
     async def handle_message(self, p: dict[str, Any]) -> None:
         """Post a message; a repeated client_id gets the original back, to this socket only."""
@@ -165,19 +152,11 @@ class ChatConsumer(ProtocolConsumer):
     async def handle_typing(self, p: dict[str, Any]) -> None:
         """Tell the others in the room; throttled per socket."""
         slug = p["room"]
-        self._require_joined(slug)
         now = time.monotonic()
         if now - self._typing_at.get(slug, 0.0) < TYPING_INTERVAL:
             return
         self._typing_at[slug] = now
-        await broadcast.aroom_send(
-            slug, {"type": "typing", "room": slug, "user": self.username}, exclude=self.conn_id
-        )
-
-    async def handle_ping(self, p: dict[str, Any]) -> None:
-        """Answer the heartbeat."""
-        metrics.ping_rtt_observe(p.get("rtt"))
-        await self.send_event({"type": "pong", "t": p.get("t")})
+        await broadcast.aroom_send(slug, events.typing_event(room=slug, username=self.username), exclude=self.conn_id)
 
     # --- helpers -------------------------------------------------------------------
 
@@ -192,7 +171,7 @@ class ChatConsumer(ProtocolConsumer):
         if room is None:
             room = await db(selectors.room_by_slug)(slug=slug)
             if room is None:
-                raise ProtocolError(ErrorCode.ROOM_NOT_FOUND, "no such room", room=slug)
+                raise RoomNotFound("no such room", room=slug)
             self.room_models[slug] = room
         return room
 
@@ -203,7 +182,7 @@ class ChatConsumer(ProtocolConsumer):
         self._typing_at.pop(slug, None)
         # Presence first: it stops this process refreshing the entry even if Redis fails below.
         if await presence.presence_leave(room=slug, username=self.username, conn_id=self.conn_id):
-            await broadcast.aroom_send(slug, {"type": "presence", "room": slug, "joined": [], "left": [self.username]})
+            await broadcast.apresence_send(slug, joined=[], left=[self.username])
         await broadcast.aunsubscribe(broadcast.room_group(slug), self)
 
     # --- broadcasts ------------------------------------------------------------------
@@ -244,11 +223,11 @@ class ChatConsumer(ProtocolConsumer):
             after = self.delivered.get(slug, self.rooms[slug])
             resume = await db(selectors.room_resume)(room=room, last_seq=after, page=cfg["HISTORY_PAGE"],
                                                      cap=cfg["RESUME_CAP"])
-            missed = await db(lambda r=resume: [events.message_event(m) for m in r.messages])()
+            missed = await db(events.message_events)(resume.messages)
             if resume.reset:
                 # Too far behind to replay here: the client re-joins and resets itself.
-                await self.send_event({"type": "joined", "room": slug, "title": room.title, "seq": resume.latest_seq,
-                                       "presence": await presence.presence_list(room=slug), "reset": True})
+                names = await presence.presence_list(room=slug)
+                await self.send_event(events.joined_event(room=room, seq=resume.latest_seq, presence=names, reset=True))
             for event in missed:
                 if slug in self.rooms:
                     await self.send_event(event)
@@ -261,6 +240,6 @@ class ChatConsumer(ProtocolConsumer):
             slug = message.get("room")
             if slug in self.rooms:
                 await self._leave(slug)
-                await self.send_event({"type": "removed", "room": slug, "reason": message.get("reason", "kicked")})
+                await self.send_event(events.removed_event(room=slug, reason=message.get("reason", "kicked")))
             return
         await super().on_control(message)

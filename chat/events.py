@@ -1,10 +1,19 @@
-"""The protocol events the chat sends, built from models in one place."""
+"""Every event the chat sends to a socket, built in one place.
+
+The consumer's replies (``joined``, ``left``, ``removed``), what the room is sent
+(``message``, ``message.updated``, ``message.deleted``, ``typing``) and the pushes of the
+Celery tasks (``announcement``, ``mention``) all come from here, so one event type has one
+shape wherever it is sent. Presence (``presence``) is a core event: realtime.protocol's
+``presence_event``, used by realtime.presence and the chat alike. The fields of each event
+are documented in chat/realtime_features.py and docs/protocol.md.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from chat.models import Membership, Message
+from chat.models import Announcement, Membership, Message, Room
 
 
 def _ts(value) -> str | None:
@@ -59,4 +68,53 @@ def membership_event(membership: Membership) -> dict[str, Any]:
         "role": membership.role,
         "muted_until": _ts(membership.muted_until),
         "banned": membership.banned,
+    }
+
+
+def message_events(messages: Iterable[Message]) -> list[dict[str, Any]]:
+    """The events of a page of history, in its order (tombstones included)."""
+    return [message_event(m) for m in messages]
+
+
+def joined_event(*, room: Room, seq: int, presence: list[str], reset: bool) -> dict[str, Any]:
+    """``joined``: the reply to ``join`` (or, with ``reset``, the order to start over)."""
+    return {"type": "joined", "room": room.slug, "title": room.title, "seq": seq, "presence": presence,
+            "reset": reset}
+
+
+def left_event(*, room: str) -> dict[str, Any]:
+    """``left``: the reply to ``leave``."""
+    return {"type": "left", "room": room}
+
+
+def removed_event(*, room: str, reason: str) -> dict[str, Any]:
+    """``removed``: a kick or a ban took this socket out of the room."""
+    return {"type": "removed", "room": room, "reason": reason}
+
+
+def typing_event(*, room: str, username: str) -> dict[str, Any]:
+    """``typing``: someone in the room is typing."""
+    return {"type": "typing", "room": room, "user": username}
+
+
+def mention_event(message: Message) -> dict[str, Any]:
+    """``mention``: pushed to a mentioned user's every socket (the push adds ``event_id``)."""
+    return {
+        "type": "mention",
+        "room": message.room.slug,
+        "seq": message.seq,
+        "id": message.pk,
+        "author": message.author.get_username(),
+        "body": message.body,
+    }
+
+
+def announcement_event(announcement: Announcement) -> dict[str, Any]:
+    """``announcement``: a staff notice, to a room (``room``) or to everyone (``room`` null)."""
+    return {
+        "type": "announcement",
+        "id": announcement.pk,
+        "room": announcement.room.slug if announcement.room else None,
+        "body": announcement.body,
+        "ts": announcement.send_at.isoformat(),
     }

@@ -1,13 +1,100 @@
-"""Reads: rooms a user may see, and a room's history by seq."""
+"""Reads: who may do what in a room, rooms a user may see, and a room's history by seq."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Literal
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db.models import Q, QuerySet
 
+from chat import errors
 from chat.models import Membership, Message, Room
+
+# --- Access: the one answer to "may this user read / post in this room" -------------
+
+Action = Literal["enter", "read", "post"]
+#: ``room_access(membership=...)``'s default: the membership has not been looked up yet.
+UNLOADED: Any = object()
+
+
+@dataclass(frozen=True)
+class Access:
+    """What a user may do in a room; ``refusal`` says why not, as a domain error.
+
+    * ``can_enter``: join it over a socket, see it listed, be mentioned in it: a public
+      room or one the user is a member of, never while banned.
+    * ``can_read``: read its history, react, mark it read: a member who is not banned
+      (a public room's membership comes from entering it).
+    * ``can_post``: post and edit: ``can_read`` and not muted.
+    """
+
+    room: Room | None
+    membership: Membership | None
+    can_enter: bool
+    can_read: bool
+    can_post: bool
+    #: The refusal of each action denied (absent: allowed).
+    refusals: dict[str, errors.ChatError]
+
+    @property
+    def reason(self) -> str | None:
+        """The code of the first refusal (enter, then read, then post); None: all three are allowed."""
+        for action in ("enter", "read", "post"):
+            if action in self.refusals:
+                return self.refusals[action].code
+        return None
+
+    def refusal(self, action: Action) -> errors.ChatError | None:
+        """The domain error refusing ``action``, or None when it is allowed."""
+        return self.refusals.get(action)
+
+    def require(self, action: Action) -> Membership | None:
+        """Raise the refusal of ``action`` if it is denied; else the membership (None: a public room not entered)."""
+        refused = self.refusals.get(action)
+        if refused is not None:
+            raise refused
+        return self.membership
+
+
+def room_access(
+    *, room: Room | None, user: AbstractBaseUser, membership: Membership | None = UNLOADED
+) -> Access:
+    """The access of ``user`` to ``room`` (None: no such room).
+
+    ``membership`` saves the lookup when the caller already loaded it (``message_post``
+    reads it with a raw query, the hot path); None there means "has none".
+    """
+    if room is None:
+        gone = errors.RoomNotFound("no such room")
+        return Access(None, None, False, False, False, {"enter": gone, "read": gone, "post": gone})
+    slug = room.slug
+    if membership is UNLOADED:
+        membership = Membership.objects.filter(room=room, user=user).first()
+    refusals: dict[str, errors.ChatError] = {}
+    if not user.is_active:
+        inactive = errors.Forbidden("your account is inactive", room=slug)
+        refusals = {"enter": inactive, "read": inactive, "post": inactive}
+    elif membership is not None and membership.banned:
+        banned = errors.Banned("you are banned from this room", room=slug)
+        refusals = {"enter": banned, "read": banned, "post": banned}
+    elif membership is None:
+        if not Room.objects.filter(pk=room.pk).exists():
+            # Deleted since the caller loaded it (consumers keep the joined room's model).
+            gone = errors.RoomNotFound("no such room", room=slug)
+            refusals = {"enter": gone, "read": gone, "post": gone}
+        else:
+            outsider = errors.Forbidden("you are not a member of this room", room=slug)
+            refusals = {"read": outsider, "post": outsider}
+            if not room.is_public:
+                refusals["enter"] = errors.Forbidden("this room is private", room=slug)
+    elif membership.is_muted():
+        refusals = {"post": errors.Muted("you are muted in this room", room=slug,
+                                         until=membership.muted_until.isoformat())}
+    return Access(
+        room, membership, "enter" not in refusals, "read" not in refusals, "post" not in refusals, refusals
+    )
+
 
 
 def room_by_slug(*, slug: str) -> Room | None:
@@ -21,7 +108,8 @@ def membership_of(*, room: Room, user: AbstractBaseUser) -> Membership | None:
 
 
 def rooms_visible(*, user: AbstractBaseUser) -> QuerySet[Room]:
-    """Public rooms and the private rooms the user belongs to, minus those they are banned from."""
+    """The rooms ``room_access`` lets the user enter, as one query: public rooms and the
+    private rooms the user belongs to, minus those they are banned from."""
     banned = Membership.objects.filter(user=user, banned=True).values("room_id")
     return (
         Room.objects.filter(Q(is_public=True) | Q(memberships__user=user))

@@ -21,16 +21,15 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from chat import events, moderation
+from chat import events, moderation, selectors
+from chat.errors import Blocked, ChatError, Forbidden, MessageNotFound, RoomNotFound
 from chat.models import Announcement, BannedWord, BannedWordList, Membership, Message, Room
 from realtime import broadcast, push
-from realtime.protocol import ErrorCode, ProtocolError
 
 logger = logging.getLogger(__name__)
 
-
-class ServiceError(ProtocolError):
-    """A refused write; its code is one of ``realtime.protocol.ErrorCode``."""
+#: A refused write: one of chat.errors (its ``code`` names the refusal).
+ServiceError = ChatError
 
 
 def room_create(*, slug: str, title: str, is_public: bool = True, created_by: AbstractBaseUser | None = None) -> Room:
@@ -49,16 +48,12 @@ def room_enter(*, slug: str, user: AbstractBaseUser) -> tuple[Room, Membership]:
 
     Refused: no such room, banned, or a private room the user is not a member of.
     """
-    room = Room.objects.filter(slug=slug).first()
+    room = selectors.room_by_slug(slug=slug)
     if room is None:
-        raise ServiceError(ErrorCode.ROOM_NOT_FOUND, "no such room", room=slug)
-    membership = Membership.objects.filter(room=room, user=user).first()
+        raise RoomNotFound("no such room", room=slug)
+    membership = selectors.room_access(room=room, user=user).require("enter")
     if membership is None:
-        if not room.is_public:
-            raise ServiceError(ErrorCode.FORBIDDEN, "this room is private", room=slug)
         membership, _ = Membership.objects.get_or_create(room=room, user=user)
-    if membership.banned:
-        raise ServiceError(ErrorCode.BANNED, "you are banned from this room", room=slug)
     return room, membership
 
 
@@ -77,17 +72,7 @@ def _postable_membership(room: Room, user: AbstractBaseUser) -> Membership:
     # row matches (unique room, user). The time is part of every delivery's latency
     # (bench/fanout, S2).
     membership = next(iter(Membership.objects.raw(_membership_sql(), [room.pk, user.pk])), None)
-    if membership is None:
-        if not Room.objects.filter(pk=room.pk).exists():
-            # Deleted since the socket joined it (consumers keep the joined room's model).
-            raise ServiceError(ErrorCode.ROOM_NOT_FOUND, "no such room", room=room.slug)
-        raise ServiceError(ErrorCode.FORBIDDEN, "you are not a member of this room", room=room.slug)
-    if membership.banned:
-        raise ServiceError(ErrorCode.BANNED, "you are banned from this room", room=room.slug)
-    if membership.is_muted():
-        raise ServiceError(
-            ErrorCode.MUTED, "you are muted in this room", room=room.slug, until=membership.muted_until.isoformat()
-        )
+    selectors.room_access(room=room, user=user, membership=membership).require("post")
     return membership
 
 
@@ -118,7 +103,7 @@ def message_post(
             _postable_membership(room, author)
             try:
                 body, moderated = _body_moderated(body, room=room)
-            except ServiceError:
+            except Blocked:
                 original = _original(room, author, client_id)
                 if original is None:
                     raise
@@ -151,9 +136,7 @@ def _body_moderated(body: str, *, room: Room, **context: Any) -> tuple[str, bool
     if not word_filter.active:
         return body, False
     if word_filter.blocks(body):
-        raise ServiceError(
-            ErrorCode.BLOCKED, "the message contains a word that is not allowed here", room=room.slug, **context
-        )
+        raise Blocked("the message contains a word that is not allowed here", room=room.slug, **context)
     masked = word_filter.masked(body)
     return masked, masked != body
 
@@ -171,7 +154,7 @@ def _seq_next(room: Room) -> int:
 def _message_in_room(room: Room, message_id: int) -> Message:
     message = Message.objects.select_related("room", "author").filter(pk=message_id, room=room).first()
     if message is None or message.is_deleted:
-        raise ServiceError(ErrorCode.MESSAGE_NOT_FOUND, "no such message", id=message_id, room=room.slug)
+        raise MessageNotFound("no such message", id=message_id, room=room.slug)
     return message
 
 
@@ -185,7 +168,7 @@ def message_edit(*, room: Room, user: AbstractBaseUser, message_id: int, body: s
         _postable_membership(room, user)
         message = _message_in_room(room, message_id)
         if message.author_id != user.pk:
-            raise ServiceError(ErrorCode.FORBIDDEN, "you can only edit your own messages", id=message_id)
+            raise Forbidden("you can only edit your own messages", id=message_id)
         _message_rewrite(message, body, id=message_id)
     return message
 
@@ -213,13 +196,14 @@ def _message_rewrite(message: Message, body: str, *, skip_unchanged: bool = Fals
 def message_delete(*, room: Room, user: AbstractBaseUser, message_id: int) -> Message:
     """Delete one's own message, or any message as a moderator; broadcast ``message.deleted``."""
     with transaction.atomic():
-        membership = Membership.objects.filter(room=room, user=user).first()
+        access = selectors.room_access(room=room, user=user)
         message = _message_in_room(room, message_id)
-        is_moderator = membership is not None and membership.is_moderator and not membership.banned
+        membership = access.membership
+        is_moderator = membership is not None and membership.is_moderator and access.can_read
         if message.author_id != user.pk and not is_moderator:
-            raise ServiceError(ErrorCode.FORBIDDEN, "you can only delete your own messages", id=message_id)
+            raise Forbidden("you can only delete your own messages", id=message_id)
         if message.author_id == user.pk and membership is not None and membership.banned:
-            raise ServiceError(ErrorCode.BANNED, "you are banned from this room", room=room.slug)
+            access.require("read")
         return _message_tombstone(message)
 
 
@@ -414,13 +398,7 @@ def announcement_deliver(*, announcement_id: int) -> Announcement | None:
     announcement = Announcement.objects.select_related("room").filter(pk=announcement_id).first()
     if announcement is None or announcement.sent_at is not None:
         return announcement
-    event = {
-        "type": "announcement",
-        "id": announcement.pk,
-        "room": announcement.room.slug if announcement.room else None,
-        "body": announcement.body,
-        "ts": announcement.send_at.isoformat(),
-    }
+    event = events.announcement_event(announcement)
     event_id = f"announcement:{announcement.pk}"
     if announcement.room is not None:
         sockets = push.push_room(announcement.room.slug, event, event_id=event_id)
@@ -514,21 +492,12 @@ def mentions_notify(*, message_id: int) -> list[str]:
         return []
     room = message.room
     users = get_user_model().objects.filter(username__in=names, is_active=True)
-    banned = set(Membership.objects.filter(room=room, banned=True).values_list("user_id", flat=True))
-    members = set(Membership.objects.filter(room=room).values_list("user_id", flat=True))
+    memberships = {m.user_id: m for m in Membership.objects.filter(room=room, user__in=users)}
     notified = []
     for user in users:
-        if user.pk in banned or (not room.is_public and user.pk not in members):
+        if not selectors.room_access(room=room, user=user, membership=memberships.get(user.pk)).can_enter:
             continue
-        event = {
-            "type": "mention",
-            "room": room.slug,
-            "seq": message.seq,
-            "id": message.pk,
-            "author": message.author.get_username(),
-            "body": message.body,
-        }
-        push.push_user(user.pk, event, event_id=f"mention:{message.pk}:{user.pk}")
+        push.push_user(user.pk, events.mention_event(message), event_id=f"mention:{message.pk}:{user.pk}")
         notified.append(user.get_username())
     return sorted(notified)
 

@@ -132,8 +132,7 @@ def room_messages(request: HttpRequest, slug: str) -> HttpResponse:
     room = selectors.room_by_slug(slug=slug)
     if room is None:
         return JsonResponse({"error": "room_not_found"}, status=404)
-    membership = selectors.membership_of(room=room, user=request.user)
-    if membership is None or membership.banned:
+    if not selectors.room_access(room=room, user=request.user).can_read:
         return JsonResponse({"error": "forbidden"}, status=403)
     try:
         limit = max(1, min(100, int(request.GET.get("limit", settings.REALTIME["HISTORY_PAGE"]))))

@@ -6,10 +6,10 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 
-from chat.models import Room
-from reactions import selectors, services
+from chat.selectors import room_by_slug
+from reactions import events, selectors, services
 from realtime.features import Context, feature
-from realtime.protocol import ROOM, Field, check_emoji, check_id
+from realtime.protocol import CONTROL_RE, ROOM, Field, check_id, check_text
 
 # Messages this far back from a room's newest get their reaction counts on every join,
 # so counts changed while a client was away arrive on resume.
@@ -18,6 +18,17 @@ RECENT = 200
 reactions = feature(
     "reactions", doc="Emoji reactions on messages; counts update live.", scripts=("js/features/reactions.js",)
 )
+
+EMOJI_MAX = 16
+
+
+def check_emoji(value: Any) -> str:
+    """A reaction: one short string of printable characters, no surrounding space."""
+    value = check_text(value)
+    if not 1 <= len(value) <= EMOJI_MAX or CONTROL_RE.search(value) or value.strip() != value:
+        raise ValueError(f"must be 1-{EMOJI_MAX} printable characters")
+    return value
+
 
 FIELDS = (ROOM, Field("id", check_id, doc="message id"), Field("emoji", check_emoji, doc="one emoji, 1-16 characters"))
 
@@ -64,8 +75,8 @@ reactions.event(
 @reactions.on_join
 async def snapshot(ctx: Context, room: str, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     def load() -> list[dict[str, Any]]:
-        target = ctx.joined_room(room) or Room.objects.get(slug=room)
+        target = ctx.joined_room(room) or room_by_slug(slug=room)
         return selectors.reactions_recent(room=target, since_seq=max(0, target.last_seq - RECENT), user=ctx.user)
 
     items = await database_sync_to_async(load)()
-    return [{"type": "reactions", "room": room, "items": items}]
+    return [events.reactions_event(room=room, items=items)]

@@ -5,28 +5,27 @@ from __future__ import annotations
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import IntegrityError, transaction
 
-from chat.models import Membership, Message
+from chat.errors import MessageNotFound
+from chat.models import Message
+from chat.selectors import room_access
+from reactions import events
 from reactions.models import Reaction
 from realtime import broadcast
-from realtime.protocol import ErrorCode, ProtocolError
 
 
 def _reactable(*, room_slug: str, message_id: int, user: AbstractBaseUser) -> Message:
+    """The live message to react to, if the user may read its room; else chat's domain error."""
     message = Message.objects.select_related("room").filter(pk=message_id, room__slug=room_slug).first()
     if message is None or message.is_deleted:
-        raise ProtocolError(ErrorCode.MESSAGE_NOT_FOUND, "no such message", id=message_id, room=room_slug)
-    membership = Membership.objects.filter(room=message.room, user=user).first()
-    if membership is None or membership.banned:
-        raise ProtocolError(ErrorCode.FORBIDDEN, "you are not a member of this room", room=room_slug)
+        raise MessageNotFound("no such message", id=message_id, room=room_slug)
+    room_access(room=message.room, user=user).require("read")
     return message
 
 
 def _announce(message: Message, emoji: str, user: AbstractBaseUser, action: str) -> None:
     count = Reaction.objects.filter(message=message, emoji=emoji).count()
     broadcast.room_send_on_commit(
-        message.room.slug,
-        {"type": "reaction", "room": message.room.slug, "id": message.pk, "seq": message.seq, "emoji": emoji,
-         "count": count, "user": user.get_username(), "action": action},
+        message.room.slug, events.reaction_event(message=message, emoji=emoji, count=count, user=user, action=action)
     )
 
 

@@ -41,6 +41,7 @@ from django.db import transaction
 
 from realtime import metrics, presence
 from realtime.hub import Subscriber
+from realtime.protocol import presence_event
 from realtime.runtime import background_loop, presence_announcer, runtime
 
 logger = logging.getLogger(__name__)
@@ -154,10 +155,11 @@ async def auser_control(user_id: int, action: str, **params: Any) -> None:
 async def apresence_send(room: str, *, joined: list[str], left: list[str], exclude: str | None = None) -> None:
     """Tell a room who came and who went (installed as the runtime's presence announcer).
 
-    The event's shape is the chat's ``presence`` event (docs/protocol.md); an app that
-    builds its own installs its sender with ``realtime.runtime.presence_announcer``.
+    The event is the core's ``presence`` event, built by ``realtime.protocol.presence_event``
+    (docs/protocol.md); an app that builds its own installs its sender with
+    ``realtime.runtime.presence_announcer``.
     """
-    await aroom_send(room, {"type": "presence", "room": room, "joined": joined, "left": left}, exclude=exclude)
+    await aroom_send(room, presence_event(room=room, joined=joined, left=left), exclude=exclude)
 
 
 # --- sync API --------------------------------------------------------------------

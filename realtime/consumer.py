@@ -1,14 +1,19 @@
 """The base consumer: decode, validate, dispatch by registry, never crash on a bad frame.
 
-Subclasses (``chat.consumers.ChatConsumer``) map client message types to handler
-methods in ``handlers``; this class does everything around them:
+An app's consumer (the chat's ``ChatConsumer``) maps the client message types it
+registered (realtime.features) to handler methods in ``handlers``; this class answers
+the core's own (``ping``) and does everything around them:
 
 * negotiates the encoding (JSON or MessagePack) from the offered subprotocols;
 * counts the socket against the per-user cap and joins the user's and everyone's groups;
 * decodes each frame, validates it against its :class:`~realtime.protocol.MessageSpec`,
   applies the rate limit, and calls the handler;
-* turns every failure into an ``error`` event — the stock ``AsyncJsonWebsocketConsumer``
-  closes with 1011 on a binary or invalid frame; this one never does;
+* runs the permission an app declared for the type, then the handler;
+* turns every failure into an ``error`` event, in one place (``receive``): protocol
+  errors as they are, an app's domain errors through the map it registered
+  (``Feature.maps_error``), an unavailable backend as ``unavailable``, anything else as
+  ``internal_error``. The stock ``AsyncJsonWebsocketConsumer`` closes with 1011 on a
+  binary or invalid frame; this one never does;
 * forwards broadcast events and obeys broadcast controls (``realtime.broadcast``);
 * registers the socket with its loop's runtime (realtime.runtime), which drains it,
   re-checks its session periodically and keeps its presence entries refreshed; account
@@ -24,7 +29,7 @@ import asyncio
 import functools
 import logging
 import secrets
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Collection
 from typing import Any
 
 import sentry_sdk
@@ -47,6 +52,8 @@ from realtime.protocol import (
     codec_negotiate,
     echo_safe,
     frame_decode,
+    hello_event,
+    pong_event,
     registry,
 )
 from realtime.ratelimit import rate_take
@@ -132,8 +139,9 @@ class ProtocolConsumer(LayerlessConsumer):
 
     #: The message types this consumer understands.
     registry: Registry = registry
-    #: Client message type -> name of the coroutine method that handles it.
-    handlers: dict[str, str] = {}
+    #: Client message type -> name of the coroutine method that handles it (the core's
+    #: ``ping``; a subclass adds its app's types to these).
+    handlers: dict[str, str] = {"ping": "handle_ping"}
 
     codec = JsonCodec
     conn_id = ""
@@ -208,7 +216,12 @@ class ProtocolConsumer(LayerlessConsumer):
     # --- Hooks for subclasses ------------------------------------------------------
 
     async def opened(self) -> None:
-        """Called once the socket is accepted."""
+        """Called once the socket is accepted: greet the client with who it is and the limits in force."""
+        cfg = settings.REALTIME
+        await self.send_event(
+            hello_event(user=self.user.get_username(), protocol=self.codec.subprotocol,
+                        max_body=cfg["MAX_BODY_CHARS"], ping_ms=cfg["CLIENT_PING_MS"])
+        )
 
     async def closed(self) -> None:
         """Called when the socket is gone; release rooms and presence here."""
@@ -232,6 +245,7 @@ class ProtocolConsumer(LayerlessConsumer):
             payload = spec.validate(frame)
             if spec.rate_limited:
                 await self._rate_check()
+            await features.permit(self, spec.type, payload)
             method = self.handlers.get(spec.type)
             if method is not None:
                 await getattr(self, method)(payload)
@@ -244,10 +258,27 @@ class ProtocolConsumer(LayerlessConsumer):
             err = ProtocolError(ErrorCode.UNAVAILABLE, "temporarily unavailable, nothing was stored; retry")
             await self.send_event({**err.as_event(), **context})
         except Exception as exc:
-            logger.exception("unexpected error handling a %s frame", context.get("request_type", "?"))
-            sentry_sdk.capture_exception(exc)
-            err = ProtocolError(ErrorCode.INTERNAL, "internal error; it has been reported")
-            await self.send_event({**err.as_event(), **context})
+            err = features.protocol_error(exc)  # an app's domain error (chat.errors, ...)
+            if err is None:
+                logger.exception("unexpected error handling a %s frame", context.get("request_type", "?"))
+                sentry_sdk.capture_exception(exc)
+                err = ProtocolError(ErrorCode.INTERNAL, "internal error; it has been reported")
+            await self.send_event({**err.as_event(), **{k: v for k, v in context.items() if k not in err.extra}})
+
+    async def handle_ping(self, p: dict[str, Any]) -> None:
+        """Answer the heartbeat."""
+        metrics.ping_rtt_observe(p.get("rtt"))
+        await self.send_event(pong_event(t=p.get("t")))
+
+    # --- What the features may ask of a socket (realtime.features.FeatureHost) ----------
+
+    def rooms_joined(self) -> Collection[str]:
+        """The rooms this socket has joined; an app's consumer that has rooms says which."""
+        return ()
+
+    def room_value(self, room: str) -> Any:
+        """The app's value for a joined room (None: not joined, or the app keeps none)."""
+        return None
 
     async def _rate_check(self) -> None:
         allowed, wait = await rate_take(user_id=self.user.pk)

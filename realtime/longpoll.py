@@ -1,10 +1,11 @@
 """HTTP long-polling: the fallback transport when a proxy blocks WebSocket upgrades.
 
 It carries the same protocol with the same authentication by running the very same
-consumer: ``open`` starts the WebSocket application (``HandshakeAuth(ChatConsumer)``)
-on a *virtual socket* inside this process, fed by ``send`` and drained by ``poll``.
-So Origin checks, tickets, sessions, rate limits, presence and resume are shared code,
-not a second implementation.
+consumer: ``open`` starts the project's ASGI application (``ASGI_APPLICATION``) with a
+WebSocket scope for the route ``REALTIME_LONGPOLL_PATH`` (the chat's ``/ws/chat/``) on a
+*virtual socket* inside this process, fed by ``send`` and drained by ``poll``. So Origin
+checks, tickets, sessions, rate limits, presence and resume are shared code, not a second
+implementation, and this module names no app: the settings say which route it serves.
 
     POST /rt/lp/open/   (cookie or ?ticket=)     -> {"sid", "cursor": 0, "protocol"}   | 403
     POST /rt/lp/poll/   {"sid", "cursor"}        -> {"events": [...], "cursor", "closed": code|null} | 404
@@ -27,6 +28,8 @@ import time
 from typing import Any
 
 from channels.generic.http import AsyncHttpConsumer
+from django.conf import settings
+from django.utils.module_loading import import_string
 
 from realtime.handshake import origin_allowed
 from realtime.protocol import CloseCode
@@ -55,7 +58,12 @@ class VirtualSocket:
         self.changed = asyncio.Event()
         self.last_seen = time.monotonic()
         self.user_id: int | None = None
-        self.scope = {**scope, "type": "websocket", "subprotocols": [], "path": "/ws/chat/", "raw_path": b"/ws/chat/"}
+        # The HTTP route's match is dropped: the WebSocket router routes this scope afresh.
+        path = scope.get("root_path", "") + settings.REALTIME_LONGPOLL_PATH
+        self.scope = {
+            **{k: v for k, v in scope.items() if k not in ("path_remaining", "url_route")},
+            "type": "websocket", "subprotocols": [], "path": path, "raw_path": path.encode(),
+        }
         self.inbox.put_nowait({"type": "websocket.connect"})
         self.task = asyncio.get_running_loop().create_task(app(self.scope, self.inbox.get, self._send))
 
@@ -136,11 +144,11 @@ registry = _Registry()
 
 
 def _app() -> Any:
-    # Imported late: the routing module imports this one.
-    from chat.consumers import ChatConsumer
-    from realtime.handshake import HandshakeAuth
+    """The ASGI application a session runs: the project's own, by its setting, not by import.
 
-    return HandshakeAuth(ChatConsumer.as_asgi())
+    (Looked up when a session opens: ``ASGI_APPLICATION``'s module imports this one.)
+    """
+    return import_string(settings.ASGI_APPLICATION)
 
 
 class LongPollConsumer(AsyncHttpConsumer):

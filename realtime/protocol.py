@@ -1,9 +1,10 @@
 """The wire protocol, defined once: message types, their fields, limits, error and close codes.
 
-Every frame is an object with a ``type``. Client frames are validated here against
-their :class:`MessageSpec` before any handler sees them; server events are described
-here too so ``docs/protocol.md`` can be checked against the code
-(tests/realtime/test_protocol_docs.py).
+Every frame is an object with a ``type``. Client frames are validated against their
+:class:`MessageSpec` before any handler sees them; server events are described in the
+same registry so ``docs/protocol.md`` can be checked against the code
+(tests/realtime/test_protocol_docs.py). This module holds the core's own types (ping,
+pong, hello, error, presence); the apps register theirs through realtime.features.
 
 Two encodings carry the same objects: JSON text frames (the default, subprotocol
 ``chat.v1.json`` or none) and MessagePack binary frames (subprotocol
@@ -135,10 +136,9 @@ class ProtocolError(Exception):
 
 SLUG_RE = re.compile(r"[a-z0-9-]{1,64}", re.ASCII)
 CLIENT_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}", re.ASCII)
-EMOJI_MAX = 16
 MAX_SEQ = 2**63 - 1
-# Control characters refused in bodies: C0 except TAB, LF and CR; DEL; C1.
-_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+#: Control characters refused in bodies: C0 except TAB, LF and CR; DEL; C1.
+CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 def _is_int(value: Any) -> bool:
@@ -211,16 +211,8 @@ def body_check(value: Any, *, max_chars: int) -> str:
         raise ProtocolError(ErrorCode.BODY_TOO_LONG, f"body is longer than {max_chars} characters", max=max_chars)
     if not value.strip():
         raise ProtocolError(ErrorCode.BODY_EMPTY, "body is empty")
-    if _CONTROL_RE.search(value):
+    if CONTROL_RE.search(value):
         raise ProtocolError(ErrorCode.INVALID_FIELD, "body contains control characters", field="body")
-    return value
-
-
-def check_emoji(value: Any) -> str:
-    """A reaction: one short string of non-ASCII-control characters."""
-    value = check_text(value)
-    if not 1 <= len(value) <= EMOJI_MAX or _CONTROL_RE.search(value) or value.strip() != value:
-        raise ValueError(f"must be 1-{EMOJI_MAX} printable characters")
     return value
 
 
@@ -244,6 +236,8 @@ class MessageSpec:
     example: dict[str, Any] = field(default_factory=dict)
     #: Counts against the per-user message rate limit.
     rate_limited: bool = False
+    #: Who defines it: ``core``, or the feature (app) that registered it (docs/protocol.md says).
+    owner: str = "core"
 
     def validate(self, frame: dict[str, Any]) -> dict[str, Any]:
         """The frame's known fields, checked; unknown fields are ignored."""
@@ -262,21 +256,14 @@ class MessageSpec:
         return clean
 
 
-def _body(value: Any) -> str:
-    # The limit is a setting; read it at validation time so tests can override it.
-    from django.conf import settings
-
-    return body_check(value, max_chars=settings.REALTIME["MAX_BODY_CHARS"])
-
-
 ROOM = Field("room", check_slug, doc="room slug")
 
 
 class Registry:
     """Client message types by name, and the server events the docs describe.
 
-    The core registers its types first; a feature can add types but never replace
-    one (see ``register``), so nothing can shadow ``join`` or ``message``.
+    The core registers its types first, then each app its own (realtime.features); a
+    name is taken once (see ``register``), so nothing can shadow ``ping`` or ``join``.
     """
 
     def __init__(self) -> None:
@@ -310,65 +297,11 @@ class Registry:
 
 registry = Registry()
 
-# --- Client messages ---------------------------------------------------------------
+# --- The core's own types ----------------------------------------------------------
+# Only what every app on the core shares: the greeting, the heartbeat, errors and
+# presence. An app registers its own types and events from its ``realtime_features``
+# module (realtime.features); the chat's are in chat/realtime_features.py.
 
-JOIN = registry.register(
-    MessageSpec(
-        "join",
-        (ROOM, Field("last_seq", check_seq, required=False, doc="last seq the client has with no gap before it")),
-        doc=(
-            "Join a room. The reply is `joined`, then the missed messages in seq order: every "
-            "message with seq > last_seq, or the latest page when last_seq is absent. Past the "
-            "resume cap, `joined` says `\"reset\": true` and only the latest page follows."
-        ),
-        example={"type": "join", "room": "lobby", "last_seq": 41},
-    )
-)
-LEAVE = registry.register(
-    MessageSpec("leave", (ROOM,), doc="Leave a room; answered by `left`.", example={"type": "leave", "room": "lobby"})
-)
-MESSAGE = registry.register(
-    MessageSpec(
-        "message",
-        (
-            ROOM,
-            Field("body", _body, doc="text, 1 to MAX_BODY_CHARS characters, no control characters"),
-            Field("client_id", check_client_id, required=False, doc="idempotency key chosen by the client"),
-        ),
-        doc=(
-            "Post a message. Everyone in the room, on every server process, receives the `message` "
-            "event. Repeating a client_id creates nothing: the sender gets the original back."
-        ),
-        example={"type": "message", "room": "lobby", "body": "Hello!", "client_id": "c-1f2e"},
-        rate_limited=True,
-    )
-)
-EDIT = registry.register(
-    MessageSpec(
-        "edit",
-        (ROOM, Field("id", check_id, doc="message id"), Field("body", _body, doc="the new text")),
-        doc="Edit your own message; everyone in the room receives `message.updated`.",
-        example={"type": "edit", "room": "lobby", "id": 7, "body": "Hello, all!"},
-        rate_limited=True,
-    )
-)
-DELETE = registry.register(
-    MessageSpec(
-        "delete",
-        (ROOM, Field("id", check_id, doc="message id")),
-        doc="Delete your own message (moderators: any message); the room receives `message.deleted`.",
-        example={"type": "delete", "room": "lobby", "id": 7},
-        rate_limited=True,
-    )
-)
-TYPING = registry.register(
-    MessageSpec(
-        "typing",
-        (ROOM,),
-        doc="Tell the room you are typing; the others receive `typing`. Throttled to one per 2 s.",
-        example={"type": "typing", "room": "lobby"},
-    )
-)
 PING = registry.register(
     MessageSpec(
         "ping",
@@ -381,47 +314,36 @@ PING = registry.register(
     )
 )
 
-# --- Server events (documented; sent by consumers and the broadcast path) -----------
-
 for _spec in (
     MessageSpec("hello", doc="First frame after accept: who you are and the limits in force.",
                 example={"type": "hello", "user": "alice", "protocol": "chat.v1.json", "max_body": 4000,
                          "ping_ms": 25000}),
-    MessageSpec("joined", doc="Reply to `join`: the latest seq and who is present.",
-                example={"type": "joined", "room": "lobby", "title": "Lobby", "seq": 42,
-                         "presence": ["alice", "bob"], "reset": False}),
-    MessageSpec("left", doc="Reply to `leave`.", example={"type": "left", "room": "lobby"}),
-    MessageSpec("removed", doc="You were removed from a room (kicked or banned); do not rejoin automatically.",
-                example={"type": "removed", "room": "lobby", "reason": "banned"}),
-    MessageSpec("message", doc="A chat message, to everyone in the room (including the sender).",
-                example={"type": "message", "room": "lobby", "seq": 42, "id": 7, "author": "alice",
-                         "body": "Hello!", "client_id": "c-1f2e", "ts": "2026-11-25T15:00:00.000000+00:00"}),
-    MessageSpec("message.updated", doc="A message was edited (or masked by moderation).",
-                example={"type": "message.updated", "room": "lobby", "seq": 42, "id": 7,
-                         "body": "Hello, all!", "edited_ts": "2026-11-25T15:01:00.000000+00:00"}),
-    MessageSpec("message.deleted", doc="A message was deleted; clients remove it.",
-                example={"type": "message.deleted", "room": "lobby", "seq": 42, "id": 7}),
-    MessageSpec("typing", doc="Someone else is typing.", example={"type": "typing", "room": "lobby", "user": "bob"}),
+    MessageSpec("pong", doc="Reply to `ping`.", example={"type": "pong", "t": 1732550000000}),
     MessageSpec("presence", doc="People came or went (two tabs of one user are one entry).",
                 example={"type": "presence", "room": "lobby", "joined": ["bob"], "left": []}),
-    MessageSpec("pong", doc="Reply to `ping`.", example={"type": "pong", "t": 1732550000000}),
-    MessageSpec("announcement", doc="A notice from staff (Celery), to everyone (`room` null) or to a room's members. "
-                "`event_id` identifies it: a client shows each id once.",
-                example={"type": "announcement", "id": 3, "room": None, "body": "Maintenance at 22:00 UTC",
-                         "ts": "2026-11-25T15:00:00+00:00", "event_id": "announcement:3"}),
-    MessageSpec("mention", doc="Someone mentioned you with @username, in any room you can see; sent to all your "
-                "sockets, whichever room they have open.",
-                example={"type": "mention", "room": "lobby", "seq": 42, "id": 7, "author": "bob",
-                         "body": "@alice look", "event_id": "mention:7:1"}),
-    MessageSpec("membership", doc="Your standing in a room changed (staff set your role, mute or ban); sent to "
-                "all your sockets. `muted_until` is null when not muted.",
-                example={"type": "membership", "room": "lobby", "role": "member",
-                         "muted_until": "2026-11-25T15:10:00+00:00", "banned": False}),
     MessageSpec("error", doc="A frame could not be served; the socket stays open.",
                 example={"type": "error", "code": "body_too_long", "detail": "body is longer than 4000 characters",
                          "max": 4000, "request_type": "message", "client_id": "c-1f2e"}),
 ):
     registry.register_event(_spec)
+
+
+# --- The core's events, built here and only here ------------------------------------
+
+
+def hello_event(*, user: str, protocol: str, max_body: int, ping_ms: int) -> dict[str, Any]:
+    """``hello``: the first frame after accept."""
+    return {"type": "hello", "user": user, "protocol": protocol, "max_body": max_body, "ping_ms": ping_ms}
+
+
+def pong_event(*, t: Any) -> dict[str, Any]:
+    """``pong``: the heartbeat's answer, echoing ``t``."""
+    return {"type": "pong", "t": t}
+
+
+def presence_event(*, room: str, joined: list[str], left: list[str]) -> dict[str, Any]:
+    """``presence``: who came to or went from a room (realtime.presence and the apps send it)."""
+    return {"type": "presence", "room": room, "joined": joined, "left": left}
 
 
 # --- Encodings ---------------------------------------------------------------------

@@ -112,6 +112,9 @@ MIDDLEWARE = [
 
 ROOT_URLCONF = "realtime.urls"
 ASGI_APPLICATION = "realtime.asgi.application"
+# The WebSocket route each long-polling session runs through (realtime/longpoll.py): the
+# same Origin check, authentication and consumer as a socket opened there.
+REALTIME_LONGPOLL_PATH = env_str("REALTIME_LONGPOLL_PATH", "/ws/chat/")
 WSGI_APPLICATION = None
 
 TEMPLATES = [

@@ -6,10 +6,10 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 
-from chat.models import Room
+from chat.selectors import room_by_slug
 from realtime.features import Context, feature
 from realtime.protocol import ROOM, Field, check_seq
-from receipts import selectors, services
+from receipts import events, selectors, services
 
 receipts = feature(
     "receipts",
@@ -50,11 +50,8 @@ receipts.event(
 @receipts.on_join
 async def snapshot(ctx: Context, room: str, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     def load() -> tuple[int, list[dict[str, Any]]]:
-        target = ctx.joined_room(room) or Room.objects.get(slug=room)
+        target = ctx.joined_room(room) or room_by_slug(slug=room)
         return selectors.read_seq(room=target, user=ctx.user), selectors.read_positions(room=target)
 
     mine, positions = await database_sync_to_async(load)()
-    return [
-        {"type": "read", "room": room, "seq": mine},
-        {"type": "receipts", "room": room, "positions": positions},
-    ]
+    return [events.read_event(room=room, seq=mine), events.receipts_event(room=room, positions=positions)]

@@ -6,9 +6,10 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from chat.models import Membership, Room
+from chat.errors import RoomNotFound
+from chat.selectors import room_access, room_by_slug
 from realtime import broadcast
-from realtime.protocol import ErrorCode, ProtocolError
+from receipts import events
 from receipts.models import ReadPosition
 
 
@@ -19,19 +20,15 @@ def read_mark(*, room_slug: str, user: AbstractBaseUser, seq: int) -> int:
     so tabs and devices that report out of order never lower it.
     """
     with transaction.atomic():
-        room = Room.objects.filter(slug=room_slug).first()
+        room = room_by_slug(slug=room_slug)
         if room is None:
-            raise ProtocolError(ErrorCode.ROOM_NOT_FOUND, "no such room", room=room_slug)
-        if not Membership.objects.filter(room=room, user=user, banned=False).exists():
-            raise ProtocolError(ErrorCode.FORBIDDEN, "you are not a member of this room", room=room_slug)
+            raise RoomNotFound("no such room", room=room_slug)
+        room_access(room=room, user=user).require("read")
         seq = min(seq, room.last_seq)
         position, _ = ReadPosition.objects.get_or_create(user=user, room=room)
         if seq <= position.seq:
             return position.seq
         ReadPosition.objects.filter(pk=position.pk).update(seq=seq, updated_at=timezone.now())
-        event = {"type": "read", "room": room.slug, "seq": seq}
-        broadcast.user_send_on_commit(user.pk, event)
-        broadcast.room_send_on_commit(
-            room.slug, {"type": "receipt", "room": room.slug, "user": user.get_username(), "seq": seq}
-        )
+        broadcast.user_send_on_commit(user.pk, events.read_event(room=room.slug, seq=seq))
+        broadcast.room_send_on_commit(room.slug, events.receipt_event(room=room.slug, user=user, seq=seq))
     return seq

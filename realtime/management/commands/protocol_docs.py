@@ -1,6 +1,7 @@
 """``manage.py protocol_docs [--check]``: regenerate the reference part of docs/protocol.md, and the JS codes.
 
-The message types, their fields, the error codes and the close codes are rendered from
+The message types (the core's and every app's, each with who defines it), their fields,
+the error codes and the close codes are rendered from the registry of
 ``realtime.protocol`` between two markers; the prose around them is hand-written.
 The same close and error codes, and the close codes that forbid reconnecting, are
 written to ``static/js/protocol-codes.js`` for the browser, so they are typed once.
@@ -32,7 +33,7 @@ JS = Path(settings.BASE_DIR) / "static" / "js" / "protocol-codes.js"
 
 
 def _spec_md(spec: MessageSpec) -> list[str]:
-    lines = [f"#### `{spec.type}`", "", spec.doc, ""]
+    lines = [f"#### `{spec.type}`", "", f"{spec.doc} {owner_note(spec)}", ""]
     if spec.fields:
         lines += ["| field | required | meaning |", "|---|---|---|"]
         for f in spec.fields:
@@ -43,6 +44,11 @@ def _spec_md(spec: MessageSpec) -> list[str]:
     if spec.example:
         lines += ["```json", json.dumps(spec.example, ensure_ascii=False), "```", ""]
     return lines
+
+
+def owner_note(spec: MessageSpec) -> str:
+    """Who defines a type: ``*(core)*`` or ``*(feature: NAME)*`` (the app that registered it)."""
+    return "*(core)*" if spec.owner == "core" else f"*(feature: {spec.owner})*"
 
 
 def render() -> str:

@@ -1,0 +1,123 @@
+"""The chat's protocol, declared on the core's extension surface like any other feature.
+
+Its client types (join, leave, message, edit, delete, typing) are handled by the chat's
+own consumer (chat.consumers.ChatConsumer keeps each socket's rooms); their fields,
+permission checks, events and the map from chat.errors to ``error`` frames are here,
+registered through realtime.features exactly as reactions and receipts register theirs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+from chat import errors
+from realtime.features import Context, feature
+from realtime.protocol import ROOM, Field, ProtocolError, body_check, check_client_id, check_id, check_seq
+
+chat = feature("chat", doc="Rooms and their messages: join, post, edit, delete, typing, mentions, announcements.")
+
+
+def _body(value: Any) -> str:
+    """text, 1 to MAX_BODY_CHARS characters, no control characters"""
+    # The limit is a setting; read it at validation time so tests can override it.
+    return body_check(value, max_chars=settings.REALTIME["MAX_BODY_CHARS"])
+
+
+def _joined(ctx: Context, payload: dict[str, Any]) -> bool:
+    ctx.require_joined(payload["room"])
+    return True
+
+
+# --- Client messages ---------------------------------------------------------------
+
+chat.message(
+    "join",
+    fields=(ROOM, Field("last_seq", check_seq, required=False, doc="last seq the client has with no gap before it")),
+    doc=(
+        "Join a room. The reply is `joined`, then the missed messages in seq order: every "
+        "message with seq > last_seq, or the latest page when last_seq is absent. Past the "
+        "resume cap, `joined` says `\"reset\": true` and only the latest page follows."
+    ),
+    example={"type": "join", "room": "lobby", "last_seq": 41},
+    rate_limited=False,
+)
+chat.message(
+    "leave", fields=(ROOM,), permission=_joined, rate_limited=False,
+    doc="Leave a room; answered by `left`.", example={"type": "leave", "room": "lobby"},
+)
+chat.message(
+    "message",
+    fields=(
+        ROOM,
+        Field("body", _body, doc="text, 1 to MAX_BODY_CHARS characters, no control characters"),
+        Field("client_id", check_client_id, required=False, doc="idempotency key chosen by the client"),
+    ),
+    permission=_joined,
+    doc=(
+        "Post a message. Everyone in the room, on every server process, receives the `message` "
+        "event. Repeating a client_id creates nothing: the sender gets the original back."
+    ),
+    example={"type": "message", "room": "lobby", "body": "Hello!", "client_id": "c-1f2e"},
+)
+chat.message(
+    "edit",
+    fields=(ROOM, Field("id", check_id, doc="message id"), Field("body", _body, doc="the new text")),
+    permission=_joined,
+    doc="Edit your own message; everyone in the room receives `message.updated`.",
+    example={"type": "edit", "room": "lobby", "id": 7, "body": "Hello, all!"},
+)
+chat.message(
+    "delete",
+    fields=(ROOM, Field("id", check_id, doc="message id")),
+    permission=_joined,
+    doc="Delete your own message (moderators: any message); the room receives `message.deleted`.",
+    example={"type": "delete", "room": "lobby", "id": 7},
+)
+chat.message(
+    "typing", fields=(ROOM,), permission=_joined, rate_limited=False,
+    doc="Tell the room you are typing; the others receive `typing`. Throttled to one per 2 s.",
+    example={"type": "typing", "room": "lobby"},
+)
+
+# --- Server events (built in chat/events.py) -----------------------------------------
+
+chat.event("joined", doc="Reply to `join`: the latest seq and who is present.",
+           example={"type": "joined", "room": "lobby", "title": "Lobby", "seq": 42,
+                    "presence": ["alice", "bob"], "reset": False})
+chat.event("left", doc="Reply to `leave`.", example={"type": "left", "room": "lobby"})
+chat.event("removed", doc="You were removed from a room (kicked or banned); do not rejoin automatically.",
+           example={"type": "removed", "room": "lobby", "reason": "banned"})
+chat.event("message", doc="A chat message, to everyone in the room (including the sender).",
+           example={"type": "message", "room": "lobby", "seq": 42, "id": 7, "author": "alice",
+                    "body": "Hello!", "client_id": "c-1f2e", "ts": "2026-11-25T15:00:00.000000+00:00"})
+chat.event("message.updated", doc="A message was edited (or masked by moderation).",
+           example={"type": "message.updated", "room": "lobby", "seq": 42, "id": 7,
+                    "body": "Hello, all!", "edited_ts": "2026-11-25T15:01:00.000000+00:00"})
+chat.event("message.deleted", doc="A message was deleted; clients remove it.",
+           example={"type": "message.deleted", "room": "lobby", "seq": 42, "id": 7})
+chat.event("typing", doc="Someone else is typing.", example={"type": "typing", "room": "lobby", "user": "bob"})
+chat.event("announcement", doc="A notice from staff (Celery), to everyone (`room` null) or to a room's members. "
+           "`event_id` identifies it: a client shows each id once.",
+           example={"type": "announcement", "id": 3, "room": None, "body": "Maintenance at 22:00 UTC",
+                    "ts": "2026-11-25T15:00:00+00:00", "event_id": "announcement:3"})
+chat.event("mention", doc="Someone mentioned you with @username, in any room you can see; sent to all your "
+           "sockets, whichever room they have open.",
+           example={"type": "mention", "room": "lobby", "seq": 42, "id": 7, "author": "bob",
+                    "body": "@alice look", "event_id": "mention:7:1"})
+chat.event("membership", doc="Your standing in a room changed (staff set your role, mute or ban); sent to "
+           "all your sockets. `muted_until` is null when not muted.",
+           example={"type": "membership", "room": "lobby", "role": "member",
+                    "muted_until": "2026-11-25T15:10:00+00:00", "banned": False})
+
+
+# --- Domain errors to error frames (the consumer applies this map, in one place) -------
+
+
+def _error_frame(exc: errors.ChatError) -> ProtocolError:
+    """A chat refusal as the ``error`` frame of the same code, with what it is about."""
+    return ProtocolError(exc.code, exc.detail, **exc.context)
+
+
+chat.maps_error(errors.ChatError, _error_frame)
