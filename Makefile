@@ -18,6 +18,7 @@ PG_TESTS ?= tests/chat tests/reactions tests/receipts tests/reliability tests/re
 
 test:
 	@bin/bootstrap --test
+	@.venv/bin/lint-imports --no-cache
 	@$(PY) -m pytest $(PYTEST_ARGS)
 	@if [ -z "$(PYTEST_ARGS)" ] && [ -n "$(PG_TESTS)" ]; then \
 		echo "==> The database suites on PostgreSQL: $(PG_TESTS)"; \
@@ -29,8 +30,11 @@ test:
 conformance: setup
 	@$(PY) bin/conformance
 
+# ruff, and the architecture contracts of pyproject.toml ([tool.importlinter]): the core
+# imports no app, and the chat's layers call only down.
 lint: setup
 	@.venv/bin/ruff check .
+	@.venv/bin/lint-imports --no-cache
 
 # The benchmarks (bench/README.md): several minutes; results in bench/results/.
 bench: setup

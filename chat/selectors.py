@@ -110,6 +110,8 @@ def membership_of(*, room: Room, user: AbstractBaseUser) -> Membership | None:
 def rooms_visible(*, user: AbstractBaseUser) -> QuerySet[Room]:
     """The rooms ``room_access`` lets the user enter, as one query: public rooms and the
     private rooms the user belongs to, minus those they are banned from."""
+    if not user.is_active:
+        return Room.objects.none()
     banned = Membership.objects.filter(user=user, banned=True).values("room_id")
     return (
         Room.objects.filter(Q(is_public=True) | Q(memberships__user=user))

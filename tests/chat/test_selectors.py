@@ -1,13 +1,16 @@
-"""chat.selectors against the database: what a joining socket is sent, history pages, visible rooms."""
+"""chat.selectors against the database: who may do what in a room, what a joining socket is sent,
+history pages, visible rooms."""
 
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
-from chat import events, selectors, services
+from chat import errors, events, selectors, services
 from chat.models import Membership, Room
 
 pytestmark = pytest.mark.django_db
@@ -128,6 +131,80 @@ def test_room_before_and_latest_pages(alice, lobby):
     assert seqs(selectors.room_before(room=lobby, before_seq=3, limit=3)) == [1, 2]
     assert selectors.room_before(room=lobby, before_seq=1, limit=3) == []
     assert seqs(selectors.room_latest(room=lobby, limit=100)) == list(range(1, 9))
+
+
+# --- room_access: the one answer to "may this user read / post here" ----------------
+
+
+@pytest.fixture
+def doors(make_user, lobby):
+    """A public and a private room, and one user in each situation the rule knows."""
+    owner = make_user("owner")
+    secret = services.room_create(slug="secret", title="Secret", is_public=False, created_by=owner)
+    users = {name: make_user(name) for name in ("outsider", "member", "insider", "banned", "muted", "inactive")}
+    Membership.objects.create(room=lobby, user=users["member"])
+    Membership.objects.create(room=secret, user=users["insider"])
+    for room in (lobby, secret):
+        Membership.objects.create(room=room, user=users["banned"], banned=True)
+        Membership.objects.create(room=room, user=users["muted"], muted_until=timezone.now() + timedelta(minutes=5))
+        Membership.objects.create(room=room, user=users["inactive"])
+    users["inactive"].is_active = False
+    users["inactive"].save(update_fields=["is_active"])
+    return {"public": lobby, "private": secret, **users}
+
+
+# (room, user) -> (can_enter, can_read, can_post, reason): allowed and denied side by side.
+ACCESS = [
+    ("public", "outsider", (True, False, False, "forbidden")),  # may enter (a membership is made), not read yet
+    ("public", "member", (True, True, True, None)),
+    ("public", "banned", (False, False, False, "banned")),
+    ("public", "muted", (True, True, False, "muted")),
+    ("public", "inactive", (False, False, False, "forbidden")),
+    ("private", "outsider", (False, False, False, "forbidden")),
+    ("private", "insider", (True, True, True, None)),
+    ("private", "member", (False, False, False, "forbidden")),  # a member elsewhere only
+    ("private", "banned", (False, False, False, "banned")),
+    ("private", "muted", (True, True, False, "muted")),
+    ("private", "inactive", (False, False, False, "forbidden")),
+]
+
+
+@pytest.mark.parametrize(("room", "user", "expected"), ACCESS, ids=[f"{r}-{u}" for r, u, _ in ACCESS])
+def test_room_access_answers_every_door_alike(doors, room, user, expected):
+    """One rule for every door: what room_access says, rooms_visible lists and the refusal raises agree."""
+    access = selectors.room_access(room=doors[room], user=doors[user])
+    assert (access.can_enter, access.can_read, access.can_post, access.reason) == expected
+    assert (doors[room] in selectors.rooms_visible(user=doors[user])) == access.can_enter
+    for action, allowed in zip(("enter", "read", "post"), expected[:3], strict=True):
+        if allowed:
+            assert access.refusal(action) is None
+            access.require(action)
+        else:
+            with pytest.raises(errors.ChatError) as info:
+                access.require(action)
+            assert info.value.code == access.refusal(action).code
+            assert info.value.context["room"] == doors[room].slug
+
+
+def test_room_access_of_no_room_and_of_a_deleted_room(doors):
+    """No room, or one deleted since it was loaded: every action is refused as room_not_found."""
+    assert selectors.room_access(room=None, user=doors["member"]).reason == "room_not_found"
+    gone = services.room_create(slug="gone", title="Gone")
+    Room.objects.filter(pk=gone.pk).delete()
+    access = selectors.room_access(room=gone, user=doors["member"])
+    assert not (access.can_enter or access.can_read or access.can_post)
+    with pytest.raises(errors.RoomNotFound):
+        access.require("post")
+
+
+def test_room_access_with_a_loaded_membership_costs_no_query(doors, django_assert_num_queries):
+    """The hot path (message_post) hands in the membership it read: the answer needs no query."""
+    membership = Membership.objects.get(room=doors["public"], user=doors["muted"])
+    with django_assert_num_queries(0):
+        access = selectors.room_access(room=doors["public"], user=doors["muted"], membership=membership)
+    assert access.can_read and not access.can_post
+    assert isinstance(access.refusal("post"), errors.Muted)
+    assert access.refusal("post").context["until"] == membership.muted_until.isoformat()
 
 
 # --- rooms a user sees -------------------------------------------------------------
