@@ -12,7 +12,7 @@ from celery import shared_task
 from django.db import OperationalError
 from redis.exceptions import RedisError
 
-from chat import services
+from chat import selectors, services
 
 RETRY = {
     "autoretry_for": (RedisError, OperationalError, OSError),
@@ -43,9 +43,7 @@ def room_reminder(self, room: str, text: str) -> int | None:
 
     Keyed by the task id, so a redelivered run announces once.
     """
-    from chat.models import Room
-
-    target = Room.objects.filter(slug=room).first()
+    target = selectors.room_by_slug(slug=room)
     if target is None:
         return None
     announcement = services.announcement_create(body=text, room=target, key=f"reminder:{self.request.id}")
