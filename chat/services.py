@@ -202,8 +202,8 @@ def message_delete(*, room: Room, user: AbstractBaseUser, message_id: int) -> Me
         is_moderator = membership is not None and membership.is_moderator and access.can_read
         if message.author_id != user.pk and not is_moderator:
             raise Forbidden("you can only delete your own messages", id=message_id)
-        if message.author_id == user.pk and membership is not None and membership.banned:
-            access.require("read")
+        if message.author_id == user.pk and membership is not None:
+            access.require("read")  # a banned author keeps their messages as they are
         return _message_tombstone(message)
 
 
