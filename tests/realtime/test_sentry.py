@@ -85,10 +85,16 @@ async def _open(path: str, headers: list[tuple[bytes, bytes]]) -> WebsocketCommu
     connected, _ = await comm.connect(timeout=5)
     assert connected
     assert (await comm.receive_json_from(timeout=5))["type"] == "hello"
+    # Joined, so the frames below pass the chat's permission check and reach the handlers.
+    await comm.send_json_to({"type": "join", "room": "lobby"})
+    while (await comm.receive_json_from(timeout=5))["type"] != "joined":
+        pass
+    while not await comm.receive_nothing(timeout=0.3):  # the join's trailing events (features' snapshots)
+        await comm.receive_json_from()
     return comm
 
 
-async def test_handler_exception_is_reported_to_sentry_and_the_socket_survives(alice, sentry_events) -> None:
+async def test_handler_exception_is_reported_to_sentry_and_the_socket_survives(alice, lobby, sentry_events) -> None:
     """A bug in a handler: the client gets internal_error, the socket stays usable, Sentry gets the exception."""
     cookie = await sync_to_async(cookie_header)(alice)
     comm = await _open("/ws/chat/", [ORIGIN, (b"cookie", cookie.encode())])
@@ -118,7 +124,7 @@ async def test_handler_exception_is_reported_to_sentry_and_the_socket_survives(a
     assert any(f.get("function") == "handle_typing" for f in frames)
 
 
-async def test_ticket_in_the_query_string_never_reaches_sentry(alice, sentry_events) -> None:
+async def test_ticket_in_the_query_string_never_reaches_sentry(alice, lobby, sentry_events) -> None:
     """A socket opened with ?ticket=...: the report of its handler's crash carries no trace of the ticket."""
     ticket = await sync_to_async(ticket_issue)(user=alice)
     comm = await _open(f"/ws/chat/?ticket={ticket}", [ORIGIN])
