@@ -18,7 +18,7 @@ Action = Literal["enter", "read", "post"]
 UNLOADED: Any = object()
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Access:
     """What a user may do in a room; ``refusal`` says why not, as a domain error.
 
