@@ -7,8 +7,8 @@ the core's own (``ping``) and does everything around them:
 * negotiates the encoding (JSON or MessagePack) from the offered subprotocols;
 * counts the socket against the per-user cap and joins the user's and everyone's groups;
 * decodes each frame, validates it against its :class:`~realtime.protocol.MessageSpec`,
-  applies the rate limit, and calls the handler;
-* runs the permission an app declared for the type, then the handler;
+  applies the rate limit, runs the permission the app declared for the type, and calls
+  the handler (its own method, or a feature's);
 * turns every failure into an ``error`` event, in one place (``receive``): protocol
   errors as they are, an app's domain errors through the map it registered
   (``Feature.maps_error``), an unavailable backend as ``unavailable``, anything else as
