@@ -4,8 +4,9 @@ The consumer's replies (``joined``, ``left``, ``removed``), what the room is sen
 (``message``, ``message.updated``, ``message.deleted``, ``typing``) and the pushes of the
 Celery tasks (``announcement``, ``mention``) all come from here, so one event type has one
 shape wherever it is sent. Presence (``presence``) is a core event: realtime.protocol's
-``presence_event``, used by realtime.presence and the chat alike. The fields of each event
-are documented in chat/realtime_features.py and docs/protocol.md.
+``presence_event``, sent through realtime.broadcast.apresence_send by the runtime and the
+chat alike. The fields of each event are documented in chat/realtime_features.py and
+docs/protocol.md.
 """
 
 from __future__ import annotations

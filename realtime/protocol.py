@@ -342,7 +342,7 @@ def pong_event(*, t: Any) -> dict[str, Any]:
 
 
 def presence_event(*, room: str, joined: list[str], left: list[str]) -> dict[str, Any]:
-    """``presence``: who came to or went from a room (realtime.presence and the apps send it)."""
+    """``presence``: who came to or went from a room (sent through realtime.broadcast.apresence_send)."""
     return {"type": "presence", "room": room, "joined": joined, "left": left}
 
 

@@ -21,7 +21,7 @@ def test_lint_imports_keeps_every_contract():
 def test_the_core_contract_forbids_every_app_and_excuses_only_the_wiring():
     """The core contract covers all of realtime/ and lets only the wiring (asgi) name an app."""
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
-    contracts = {c["id"]: c for c in config["contracts"]}
+    contracts = {c.get("id"): c for c in config["contracts"]}
     core = contracts["core-independent"]
     assert core["source_modules"] == ["realtime"]
     assert set(core["forbidden_modules"]) == {"chat", "reactions", "receipts"}
@@ -33,7 +33,7 @@ def test_the_core_contract_forbids_every_app_and_excuses_only_the_wiring():
 def test_services_and_selectors_are_held_to_domain_errors():
     """The domain contract names every app's services and selectors and forbids them the protocol module."""
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
-    domain = {c["id"]: c for c in config["contracts"]}["domain-speaks-no-protocol"]
+    domain = {c.get("id"): c for c in config["contracts"]}["domain-speaks-no-protocol"]
     for app in ("chat", "reactions", "receipts"):
         assert {f"{app}.services", f"{app}.selectors"} <= set(domain["source_modules"])
     assert domain["forbidden_modules"] == ["realtime.protocol"]
