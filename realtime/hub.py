@@ -136,15 +136,21 @@ class Hub:
         if pending is not None and not pending.done():
             pending.set_result(None)
 
-    async def unsubscribe(self, topic: str, subscriber: Subscriber) -> None:
-        """Stop delivering ``topic`` to ``subscriber`` (unsubscribing the process after the last)."""
+    def _forget(self, topic: str, subscriber: Subscriber) -> bool:
+        """Stop delivering ``topic`` to ``subscriber`` here; True when it was the topic's last subscriber."""
         members = self.topics.get(topic)
         if members is None:
-            return
+            return False
         members.discard(subscriber)
         if members:
-            return
+            return False
         del self.topics[topic]
+        return True
+
+    async def unsubscribe(self, topic: str, subscriber: Subscriber) -> None:
+        """Stop delivering ``topic`` to ``subscriber`` (unsubscribing the process after the last)."""
+        if not self._forget(topic, subscriber):
+            return
         if self.connected.is_set():
             try:
                 await self.pubsub.unsubscribe(PREFIX + topic)

@@ -194,13 +194,8 @@ class ShardedHub(Hub):
 
     async def unsubscribe(self, topic: str, subscriber: Any) -> None:
         """Stop delivering ``topic`` to ``subscriber``; SUNSUBSCRIBE after the last one."""
-        members = self.topics.get(topic)
-        if members is None:
+        if not self._forget(topic, subscriber):
             return
-        members.discard(subscriber)
-        if members:
-            return
-        del self.topics[topic]
         shard = self.placement.pop(topic, None)
         if shard is not None:
             try:
