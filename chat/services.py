@@ -67,10 +67,10 @@ def _membership_sql() -> str:
 
 def _postable_membership(room: Room, user: AbstractBaseUser) -> Membership:
     # Every message runs this, so it skips the ORM's query building (a raw query, still
-    # read into a Membership): Membership.objects.filter(...) cost 0.55 ms here, and its
-    # default ordering (room, user) joined two more tables; this costs 0.2 ms. At most one
-    # row matches (unique room, user). The time is part of every delivery's latency
-    # (bench/fanout, S2).
+    # read into a Membership): Membership.objects.filter(...) cost more than the query, and
+    # its default ordering (room, user) joined two more tables (docs/performance.md has the
+    # figures). At most one row matches (unique room, user). The time is part of every
+    # delivery's latency (bench/fanout, S2).
     membership = next(iter(Membership.objects.raw(_membership_sql(), [room.pk, user.pk])), None)
     selectors.room_access(room=room, user=user, membership=membership).require("post")
     return membership
