@@ -242,7 +242,7 @@ class Runtime:
         tasks = [t for t in self.tasks.values() if not t.done()]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await _bounded(asyncio.gather(*tasks, return_exceptions=True), "the background tasks' cancellation")
         self.tasks.clear()
         outbox = self.outbox.task
         if outbox is not None and not outbox.done():
@@ -252,10 +252,23 @@ class Runtime:
                 outbox.cancel()
                 await asyncio.gather(outbox, return_exceptions=True)
                 logger.warning("stop: %d queued broadcast(s) not published", len(self.outbox.pending))
-        await self.hub.aclose()
-        await aclose_async_client()
+        await _bounded(self.hub.aclose(), "closing the hub")
+        await _bounded(aclose_async_client(), "closing the Redis client")
         self.sockets.clear()
         self.longpoll.clear()
+
+
+# A shutdown step that has not finished after this long is given up on: a process that is
+# stopping must exit (Kubernetes and systemd kill it after their grace period anyway).
+STOP_STEP_SECONDS = 5.0
+
+
+async def _bounded(awaitable: Awaitable[Any], what: str) -> None:
+    """Await one step of :meth:`Runtime.stop` for at most STOP_STEP_SECONDS; log when it overran."""
+    try:
+        await asyncio.wait_for(awaitable, STOP_STEP_SECONDS)
+    except TimeoutError:
+        logger.warning("stop: %s did not finish within %.0f s; going on", what, STOP_STEP_SECONDS)
 
 
 _runtimes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Runtime] = weakref.WeakKeyDictionary()
