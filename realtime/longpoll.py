@@ -13,8 +13,11 @@ implementation, and this module names no app: the settings say which route it se
     POST /rt/lp/close/  {"sid"}                  -> 204
 
 A poll waits up to ``POLL_WAIT`` seconds for events. A session lives in the process that
-opened it (the load balancer's stickiness keeps a client there); a client whose session
-is unknown (404) opens a new one and re-joins with ``last_seq``, losing nothing.
+opened it. Between machines the load balancer's stickiness keeps a client there; between
+the processes of one machine (``realtime.web``, which spreads each new TCP connection over
+its children) a session id names its process, and a request that reached another one is
+forwarded over that process's private unix socket (``WEB_PEER_DIR``). A client whose
+session is unknown (404) opens a new one and re-joins with ``last_seq``, losing nothing.
 Sessions not polled for ``IDLE_TIMEOUT`` seconds are closed like a vanished socket.
 """
 
@@ -25,8 +28,10 @@ import json
 import logging
 import secrets
 import time
+from pathlib import Path
 from typing import Any
 
+import httpx
 from channels.generic.http import AsyncHttpConsumer
 from django.conf import settings
 from django.utils.module_loading import import_string
@@ -42,13 +47,30 @@ IDLE_TIMEOUT = 45.0
 MAX_BUFFERED = 2000
 MAX_BODY = 256 * 1024
 MAX_FRAMES_PER_SEND = 50
+# Marks a request one web process forwarded to another, which must not forward it again.
+FORWARDED = b"x-realtime-forwarded"
+# Headers that describe the hop, not the request; httpx sets its own.
+HOP_HEADERS = {b"host", b"content-length", b"connection", b"keep-alive", b"transfer-encoding", FORWARDED}
+
+
+def session_id() -> str:
+    """A new unguessable session id; under realtime.web it starts with this process's index."""
+    token = secrets.token_urlsafe(24)  # url-safe base64: never contains "."
+    index = settings.WEB_PROCESS_INDEX
+    return f"{index}.{token}" if index else token
+
+
+def session_owner(sid: str) -> str | None:
+    """The index of the web process that holds session ``sid``, if it names one."""
+    owner, dot, _ = sid.partition(".")
+    return owner if dot and owner.isdigit() else None
 
 
 class VirtualSocket:
     """One long-polling client: a WebSocket application instance driven over HTTP."""
 
     def __init__(self, app: Any, scope: dict[str, Any]) -> None:
-        self.sid = secrets.token_urlsafe(24)
+        self.sid = session_id()
         self.inbox: asyncio.Queue = asyncio.Queue()
         self.events: list[dict[str, Any]] = []
         self.base = 0  # cursor of events[0]
@@ -179,6 +201,10 @@ class LongPollConsumer(AsyncHttpConsumer):
         except (ValueError, AttributeError):
             return await self._json(400, {"error": "invalid_json"})
         if vs is None:
+            owner = session_owner(str(data.get("sid", "")))
+            if owner is not None and owner != settings.WEB_PROCESS_INDEX and FORWARDED not in headers:
+                if await self._forward(owner, body):
+                    return
             return await self._json(404, {"error": "unknown_session"})
         if action == "poll":
             cursor = data.get("cursor", 0)
@@ -200,6 +226,36 @@ class LongPollConsumer(AsyncHttpConsumer):
             await vs.end(CloseCode.NORMAL)
             return await self._json(204)
         return await self._json(404, {"error": "unknown_action"})
+
+    async def _forward(self, owner: str, body: bytes) -> bool:
+        """Pass this request to web process ``owner`` and its answer back; False if it is gone.
+
+        The sibling listens on ``WEB_PEER_DIR/<index>.sock`` (realtime.web makes the
+        directory, private to the launcher's user). A poll held there is held here too.
+        """
+        if not settings.WEB_PEER_DIR:
+            return False
+        path = Path(settings.WEB_PEER_DIR) / f"{owner}.sock"
+        if not path.exists():
+            return False
+        headers = [(k, v) for k, v in self.scope.get("headers", []) if k.lower() not in HOP_HEADERS]
+        headers.append((FORWARDED, b"1"))
+        url = "http://web" + self.scope["path"]
+        if self.scope.get("query_string"):
+            url += "?" + self.scope["query_string"].decode("latin-1")
+        transport = httpx.AsyncHTTPTransport(uds=str(path))
+        try:
+            async with httpx.AsyncClient(transport=transport, timeout=POLL_WAIT + 10) as client:
+                response = await client.post(url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            logger.warning("long-poll forward to web process %s failed: %s", owner, type(exc).__name__)
+            return False
+        keep = {b"cache-control", b"content-type", b"retry-after"}
+        await self.send_response(
+            response.status_code, response.content,
+            headers=[(k, v) for k, v in response.headers.raw if k.lower() in keep],
+        )
+        return True
 
     async def _open(self) -> None:
         vs = VirtualSocket(_app(), self.scope)

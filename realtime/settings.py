@@ -115,6 +115,11 @@ ASGI_APPLICATION = "realtime.asgi.application"
 # The WebSocket route each long-polling session runs through (realtime/longpoll.py): the
 # same Origin check, authentication and consumer as a socket opened there.
 REALTIME_LONGPOLL_PATH = env_str("REALTIME_LONGPOLL_PATH", "/ws/chat/")
+# Set by realtime.web for each of its children: the child's index, and the private
+# directory where every child also listens on a unix socket, so a long-poll request that
+# the kernel handed to the wrong child is forwarded to the one holding its session.
+WEB_PROCESS_INDEX = env_str("WEB_PROCESS_INDEX", "")
+WEB_PEER_DIR = env_str("WEB_PEER_DIR", "")
 WSGI_APPLICATION = None
 
 TEMPLATES = [

@@ -13,6 +13,11 @@ SIGTERM or SIGINT is passed to every child (each drains its sockets with 4000 "g
 away") and the launcher exits once all have; a child that dies on its own is started
 again on the same socket, so connections waiting in its backlog are not lost.
 
+Each child also listens on a unix socket of its own, ``<WEB_PEER_DIR>/<index>.sock`` in
+a directory only the launcher's user can enter: a long-polling session lives in one
+child, and a poll that the kernel handed to another is forwarded there
+(realtime/longpoll.py). WebSockets need no such thing: a socket is one connection.
+
 ``-b``/``--bind`` and ``-p``/``--port`` are read here; every other option goes to each
 child unchanged.
 """
@@ -23,12 +28,15 @@ import argparse
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 logger = logging.getLogger("realtime.web")
 
@@ -100,10 +108,17 @@ class Launcher:
         self.daphne_args = daphne_args
         self.children = [Child(i, sockets[i % len(sockets)]) for i in range(count)]
         self.stopping = False
+        # mkdtemp: mode 0700, so only this user may connect to the children's unix sockets.
+        self.peer_dir = Path(tempfile.mkdtemp(prefix="realtime-web-"))
+
+    def peer_socket(self, child: Child) -> Path:
+        """The unix socket where ``child`` takes long-poll requests forwarded by its siblings."""
+        return self.peer_dir / f"{child.index}.sock"
 
     def _env(self, child: Child) -> dict[str, str]:
         env = dict(os.environ)
         env["WEB_PROCESS_INDEX"] = str(child.index)
+        env["WEB_PEER_DIR"] = str(self.peer_dir)
         if env.get("METRICS_PROCESS"):
             # Each child is its own series in Prometheus.
             env["METRICS_PROCESS"] = f"{env['METRICS_PROCESS']}/{child.index}"
@@ -111,7 +126,9 @@ class Launcher:
 
     def start(self, child: Child) -> None:
         fd = child.sock.fileno()
-        args = [sys.executable, "-m", "realtime.server", "--fd", str(fd), *self.daphne_args]
+        peer = self.peer_socket(child)
+        peer.unlink(missing_ok=True)  # left by a child that died
+        args = [sys.executable, "-m", "realtime.server", "--fd", str(fd), "-u", str(peer), *self.daphne_args]
         child.proc = subprocess.Popen(args, env=self._env(child), pass_fds=(fd,), preexec_fn=_die_with_parent)
         child.started_at = time.monotonic()
 
@@ -131,6 +148,7 @@ class Launcher:
                 logger.warning("web process %d did not stop in %.0f s; killing it", child.index, STOP_GRACE_SECONDS)
                 child.proc.kill()
                 child.proc.wait()
+        shutil.rmtree(self.peer_dir, ignore_errors=True)
 
     def run(self) -> int:
         """Start every child, restart those that die, until SIGTERM or SIGINT; then stop them all."""

@@ -18,6 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from asgiref.sync import sync_to_async
 from websockets.asyncio.client import connect as ws_connect
@@ -213,5 +214,70 @@ async def test_a_message_on_one_process_reaches_a_socket_on_the_other(make_user,
         await join(b)
         await say(a, "across-processes")
         assert (await next_of(b, "message"))["body"] == "across-processes"
+    finally:
+        web.stop()
+
+
+def _lp(web: services.Service, action: str, payload: dict[str, Any], cookie: str = "") -> tuple[int, Any]:
+    """One long-poll request on a new TCP connection (so the kernel picks the child afresh)."""
+    headers = {"Origin": origin_of(web), "Connection": "close"}
+    if cookie:
+        headers["Cookie"] = cookie
+    response = httpx.post(f"{web.url}/rt/lp/{action}/", json=payload, headers=headers, timeout=40)
+    return response.status_code, (response.json() if response.content else None)
+
+
+async def test_a_long_poll_session_is_served_whichever_process_takes_the_request(make_user, lobby, app_env):
+    """A long-poll session lives in one child; its polls and sends, each on a new connection that the kernel
+    may give to either child, are all answered (forwarded to the holder over its unix socket), none 404,
+    and the chat works through them: the session sees a message posted by a WebSocket on the port."""
+    alice = await sync_to_async(make_user)("alice")
+    bob = await sync_to_async(make_user)("bob")
+    for user in (alice, bob):
+        await sync_to_async(chat_services.room_enter)(slug="lobby", user=user)
+    web = launcher(app_env).start()
+    try:
+        await serving(web)
+        cookie = await sync_to_async(cookie_header)(alice)
+        status, opened = await asyncio.to_thread(_lp, web, "open", {}, cookie)
+        assert status == 200, opened
+        sid = opened["sid"]
+        assert sid.split(".")[0] in {"0", "1"}, "the session id names the process holding it"
+        cursor, seen = 0, []
+
+        async def poll() -> None:
+            nonlocal cursor
+            status, data = await asyncio.to_thread(_lp, web, "poll", {"sid": sid, "cursor": cursor})
+            assert status == 200, data
+            cursor = data["cursor"]
+            seen.extend(data["events"])
+
+        await poll()
+        join_frame = {"sid": sid, "frames": [{"type": "join", "room": "lobby"}]}
+        status, _ = await asyncio.to_thread(_lp, web, "send", join_frame)
+        assert status == 204
+        for _ in range(12):
+            if any(e["type"] == "joined" for e in seen):
+                break
+            await poll()
+        assert any(e["type"] == "joined" for e in seen), seen
+        for _ in range(6):
+            status, _ = await asyncio.to_thread(_lp, web, "send", {"sid": sid, "frames": [{"type": "ping"}]})
+            assert status == 204
+        ws = await user_socket(web, bob)
+        await join(ws)
+        await say(ws, "to-the-long-poller")
+        for _ in range(10):
+            if any(e.get("body") == "to-the-long-poller" for e in seen):
+                break
+            await poll()
+        assert any(e.get("body") == "to-the-long-poller" for e in seen), seen
+        status, _ = await asyncio.to_thread(_lp, web, "close", {"sid": sid})
+        assert status == 204
+        status, _ = await asyncio.to_thread(_lp, web, "poll", {"sid": sid, "cursor": cursor})
+        assert status == 404, "a closed session is gone on every process"
+        # A session id naming no live process is unknown, not an error.
+        status, data = await asyncio.to_thread(_lp, web, "poll", {"sid": "7.nosuchsession", "cursor": 0})
+        assert status == 404 and data == {"error": "unknown_session"}
     finally:
         web.stop()
