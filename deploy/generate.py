@@ -6,9 +6,9 @@
 Writes, under the output directory:
 
 * ``nginx/realtime-common.conf`` and ``nginx/<region>.conf``: TLS termination, WebSocket
-  upgrade, sticky upstreams over the region's Daphne processes, health and metrics;
-* ``systemd/<region>/``: ``daphne@.service`` (one instance per port), the Celery worker
-  and beat units, ``realtime.target`` and the environment file;
+  upgrade, sticky upstreams over the region's web hosts, health and metrics;
+* ``systemd/<region>/``: ``realtime-web.service`` (``WEB_CONCURRENCY`` web processes on
+  one port), the Celery worker and beat units, ``realtime.target`` and the environment file;
 * ``k8s/<region>/``: Deployments (web, worker, beat), Service, HorizontalPodAutoscaler
   (CPU and open sockets), PodDisruptionBudget, ConfigMap;
 * ``prometheus/``: the scrape configuration and the prometheus-adapter rule that gives
@@ -129,7 +129,7 @@ def _proxy_headers() -> str:
 
 
 def nginx_edge(cat: Any, region: Any) -> str:
-    """One edge: HTTP->HTTPS, TLS, sticky upstream over the region's Daphne processes."""
+    """One edge: HTTP->HTTPS, TLS, sticky upstream over the region's web hosts."""
     upstream = _upstream(region)
     servers = "\n".join(f"    server {a} max_fails=3 fail_timeout=10s;" for a in region.daphne.addresses)
     tls = f"{cat.tls_dir}/{region.hostname}"
@@ -142,13 +142,13 @@ def nginx_edge(cat: Any, region: Any) -> str:
         )
     allow = "".join(f"        allow {n};\n" for n in ("127.0.0.1", "::1", *cat.monitoring_networks))
     headers = _proxy_headers()
-    n = len(region.daphne.addresses)
+    n, per_host = len(region.daphne.addresses), region.daphne.processes_per_host
     return f"""# {HEADER}
-# Edge {region.name} ({region.label}): {region.hostname} -> {n} Daphne processes on {len(region.daphne.hosts)} host(s).
+# Edge {region.name} ({region.label}): {region.hostname} -> {n} host(s), {per_host} web processes each.
 # Needs nginx/realtime-common.conf in the same http context.
 
 upstream {upstream} {{
-    # Sticky and consistent: adding or removing a process moves only its share of clients.
+    # Sticky and consistent: adding or removing a host moves only its share of clients.
     hash $cookie_sessionid$realtime_sticky_fallback consistent;
 {servers}
     keepalive 32;
@@ -213,8 +213,8 @@ server {{
 {headers}
     }}
 
-    # Metrics of one process (the sticky one), for spot checks from monitoring networks;
-    # Prometheus scrapes every process directly (prometheus/prometheus.yml).
+    # Metrics of one host (the sticky one; its /metrics reports every web process on it),
+    # for spot checks from monitoring networks; Prometheus scrapes every host directly.
     location = /metrics {{
 {allow}        deny all;
         proxy_pass http://{upstream};
@@ -279,13 +279,13 @@ Restart=always
 RestartSec=2"""
 
 
-def systemd_daphne(cat: Any, region: Any) -> str:
+def systemd_web(cat: Any, region: Any) -> str:
     d = region.daphne
     return f"""# {HEADER}
-# One Daphne process per instance; the instance name is its port: daphne@{d.base_port}.service.
-# realtime.target starts {d.processes_per_host} of them (ports {d.ports[0]}-{d.ports[-1]}).
+# The web role of a host: realtime.web starts WEB_CONCURRENCY={d.processes_per_host} Daphne processes sharing
+# port {d.port} (SO_REUSEPORT), restarts any that dies, and drains them all on SIGTERM.
 [Unit]
-Description=Realtime chat: Daphne on port %i
+Description=Realtime chat: {d.processes_per_host} web processes on port {d.port}
 After=network-online.target
 Wants=network-online.target
 PartOf=realtime.target
@@ -293,13 +293,16 @@ PartOf=realtime.target
 [Service]
 Type=exec
 {_service_common(cat)}
-Environment=PORT=%i
-Environment=METRICS_PROCESS=%H:%i
-ExecStart={cat.app_dir}/.venv/bin/python -m realtime.server -b 0.0.0.0 -p %i --proxy-headers \\
+Environment=PORT={d.port}
+Environment=WEB_CONCURRENCY={d.processes_per_host}
+Environment=METRICS_PROCESS=%H
+ExecStart={cat.app_dir}/.venv/bin/python -m realtime.web -b 0.0.0.0 -p {d.port} --proxy-headers \\
     --websocket-max-message-size {MAX_FRAME_BYTES} --websocket-max-frame-size {MAX_FRAME_BYTES} \\
     realtime.asgi:application
-# On SIGTERM Daphne closes its sockets; clients reconnect (to another process) and resume.
+# SIGTERM to the launcher only (KillMode=mixed): it passes it to each child, which closes
+# its sockets with 4000; clients reconnect (to another host) and resume.
 KillSignal=SIGTERM
+KillMode=mixed
 TimeoutStopSec=30
 LimitNOFILE=65536
 
@@ -351,11 +354,11 @@ WantedBy=multi-user.target
 
 
 def systemd_target(cat: Any, region: Any) -> str:
-    units = [f"daphne@{p}.service" for p in region.daphne.ports] + ["realtime-worker.service"]
+    units = ["realtime-web.service", "realtime-worker.service"]
     return f"""# {HEADER}
 # Every process of a host in region {region.name}: systemctl enable --now realtime.target
 [Unit]
-Description=Realtime chat: {region.daphne.processes_per_host} Daphne processes and a Celery worker
+Description=Realtime chat: {region.daphne.processes_per_host} web processes and a Celery worker
 Wants={" ".join(units)}
 After=network-online.target
 
@@ -388,6 +391,7 @@ def _web_env(cat: Any, region: Any) -> list[dict[str, Any]]:
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         {"name": "METRICS_PROCESS", "value": "$(POD_NAME)"},
+        {"name": "WEB_CONCURRENCY", "value": str(region.kubernetes.web_concurrency)},
         # Probes and Prometheus reach the pod by its IP: it must be an allowed host too
         # (overrides the ConfigMap's value).
         {"name": "DJANGO_ALLOWED_HOSTS", "value": _env_lines(cat, region, "$(POD_IP)")["DJANGO_ALLOWED_HOSTS"]},
@@ -449,7 +453,7 @@ def k8s_web(cat: Any, region: Any) -> str:
                             "name": "daphne",
                             "image": cat.image,
                             "args": [
-                                "python", "-m", "realtime.server",
+                                "python", "-m", "realtime.web",
                                 "-b", "0.0.0.0", "-p", str(POD_PORT), "--proxy-headers",
                                 "--websocket-max-message-size", str(MAX_FRAME_BYTES),
                                 "--websocket-max-frame-size", str(MAX_FRAME_BYTES),
@@ -471,8 +475,11 @@ def k8s_web(cat: Any, region: Any) -> str:
                             # then SIGTERM closes its sockets and clients resume on other pods.
                             "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRESTOP_SLEEP)]}}},
                             "resources": {
-                                "requests": {"cpu": "500m", "memory": "512Mi"},
-                                "limits": {"memory": "1Gi"},
+                                # Half a core and 512 MiB per web process of the pod.
+                                "requests": {
+                                    "cpu": f"{500 * k.web_concurrency}m", "memory": f"{512 * k.web_concurrency}Mi",
+                                },
+                                "limits": {"memory": f"{1024 * k.web_concurrency}Mi"},
                             },
                             "securityContext": _container_security(),
                         }
@@ -758,8 +765,8 @@ def grafana_dashboard(cat: Any) -> str:
 
 def generated_readme(cat: Any) -> str:
     rows = "\n".join(
-        f"| `{r.name}` | `{r.hostname}` | {len(r.daphne.hosts)} x {r.daphne.processes_per_host} Daphne "
-        f"(ports {r.daphne.ports[0]}-{r.daphne.ports[-1]}) | "
+        f"| `{r.name}` | `{r.hostname}` | {len(r.daphne.hosts)} host(s) x {r.daphne.processes_per_host} web "
+        f"processes (port {r.daphne.port}) | "
         f"{'Sentinel `' + r.redis.master + '`' if r.redis.sentinels else 'single Redis'} |"
         for r in cat.regions.values()
     )
@@ -779,8 +786,8 @@ validates the Kubernetes manifests. How to use each file: docs/deploy.md.
 | `nginx/realtime-common.conf` | http-level maps (WebSocket upgrade, sticky key), log format without query strings |
 | `nginx/<region>.conf` | the edge: HTTP to HTTPS, TLS, sticky upstream, WebSocket and long-polling \
 timeouts, health, restricted /metrics |
-| `systemd/<region>/` | `daphne@.service` (instance = port), `realtime-worker.service`, `realtime.target`, \
-`realtime.env`; `realtime-beat.service` in `{cat.beat_region}` only |
+| `systemd/<region>/` | `realtime-web.service` (`WEB_CONCURRENCY` processes, one port), `realtime-worker.service`, \
+`realtime.target`, `realtime.env`; `realtime-beat.service` in `{cat.beat_region}` only |
 | `k8s/<region>/` | `config.yaml` (Namespace, ConfigMap), `web.yaml` (Deployment, Service, HPA, PDB), \
 `worker.yaml`; `beat.yaml` in `{cat.beat_region}` only |
 | `prometheus/prometheus.yml` | scrape jobs for host processes and pods (bearer token) |
@@ -801,7 +808,7 @@ def render(cat: Any) -> dict[str, str]:
     for region in cat.regions.values():
         files[f"nginx/{region.name}.conf"] = nginx_edge(cat, region)
         sd = f"systemd/{region.name}"
-        files[f"{sd}/daphne@.service"] = systemd_daphne(cat, region)
+        files[f"{sd}/realtime-web.service"] = systemd_web(cat, region)
         files[f"{sd}/realtime-worker.service"] = systemd_worker(cat, region)
         files[f"{sd}/realtime.target"] = systemd_target(cat, region)
         files[f"{sd}/realtime.env"] = systemd_env(cat, region)

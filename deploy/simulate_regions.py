@@ -139,7 +139,7 @@ def catalogue_text(user_ports: dict[str, int], daphne_ports: dict[str, int], red
             f"[regions.{name}.daphne]",
             'hosts = ["127.0.0.1"]',
             "processes_per_host = 1",
-            f"base_port = {daphne_ports[name]}",
+            f"port = {daphne_ports[name]}",
             f"[regions.{name}.redis]",
             f'url = "redis://127.0.0.1:{redis_port}/0"',
             f"[regions.{name}.celery]",

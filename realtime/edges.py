@@ -33,20 +33,24 @@ class CatalogueError(ValueError):
 
 @dataclass(frozen=True)
 class Daphne:
-    """The Daphne processes behind an edge: ``processes_per_host`` on each host, ports from ``base_port``."""
+    """The web processes behind an edge: ``processes_per_host`` on each host, all on one ``port``.
+
+    Each host runs ``python -m realtime.web`` with ``WEB_CONCURRENCY=processes_per_host``:
+    its children share the port (SO_REUSEPORT), so the edge sees one address per host.
+    """
 
     hosts: tuple[str, ...]
     processes_per_host: int
-    base_port: int
+    port: int
 
     @property
     def ports(self) -> tuple[int, ...]:
-        return tuple(range(self.base_port, self.base_port + self.processes_per_host))
+        return (self.port,)
 
     @property
     def addresses(self) -> tuple[str, ...]:
-        """Every ``host:port`` a Daphne process listens on."""
-        return tuple(f"{_host_for_url(h)}:{p}" for h in self.hosts for p in self.ports)
+        """Every ``host:port`` the edge sends to: one per host."""
+        return tuple(f"{_host_for_url(h)}:{self.port}" for h in self.hosts)
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,8 @@ class Kubernetes:
     min_replicas: int
     max_replicas: int
     connections_per_pod: int
+    #: Web processes per pod (``WEB_CONCURRENCY``); the pod requests half a core for each.
+    web_concurrency: int = 2
 
 
 @dataclass(frozen=True)
@@ -186,12 +192,13 @@ def _region(name: str, table: dict[str, Any]) -> Region:
     daphne = Daphne(
         hosts=_strings(d, "hosts", f"{where}.daphne"),
         processes_per_host=_positive(d, "processes_per_host", f"{where}.daphne"),
-        base_port=_get(d, "base_port", int, f"{where}.daphne"),
+        # ``base_port``: the name from when each process had a port of its own.
+        port=_get(d, "port", int, f"{where}.daphne", _get(d, "base_port", int, f"{where}.daphne", 0)),
     )
     if not daphne.hosts:
         raise CatalogueError(f"{where}.daphne: 'hosts' is empty")
-    if not 1024 <= daphne.base_port <= 65535 - daphne.processes_per_host:
-        raise CatalogueError(f"{where}.daphne: ports must lie within 1024-65535")
+    if not 1024 <= daphne.port <= 65535:
+        raise CatalogueError(f"{where}.daphne: 'port' must lie within 1024-65535")
 
     r = _get(table, "redis", dict, where)
     redis = Redis(
@@ -219,6 +226,7 @@ def _region(name: str, table: dict[str, Any]) -> Region:
         min_replicas=_positive(k, "min_replicas", f"{where}.kubernetes"),
         max_replicas=_get(k, "max_replicas", int, f"{where}.kubernetes"),
         connections_per_pod=_positive(k, "connections_per_pod", f"{where}.kubernetes"),
+        web_concurrency=_positive(k, "web_concurrency", f"{where}.kubernetes") if "web_concurrency" in k else 2,
     )
     if kubernetes.max_replicas < kubernetes.min_replicas:
         raise CatalogueError(f"{where}.kubernetes: 'max_replicas' is below 'min_replicas'")

@@ -7,6 +7,11 @@ address only). :data:`REGISTRY`, the one scraped, adds ``region`` (``settings.RE
 sums processes and regions itself; a restarted process starts from zero, which ``rate()``
 handles.
 
+Under ``realtime.web`` the web processes of a host share one port, so a scrape reaches
+one of them at random: that one asks its siblings for theirs over their private unix
+sockets (``WEB_PEER_DIR``) and answers for the whole host, each process still its own
+``process`` series.
+
 One exception: Celery pushes are timed in worker children, which serve no HTTP. That
 histogram (:data:`PUSH_LATENCY`) is kept in Redis, per region, and every web process of
 the region reports it (with ``region`` only); aggregate it with
@@ -211,9 +216,83 @@ REGISTRY.register(ProcessLabels(PROCESS_REGISTRY))
 REGISTRY.register(PUSH_LATENCY)
 
 
-def exposition() -> bytes:
-    """Every metric in the text exposition format (:data:`CONTENT_TYPE`)."""
-    return generate_latest(REGISTRY)
+def exposition(*, siblings: bool = True, host: str = "localhost") -> bytes:
+    """Every metric in the text exposition format (:data:`CONTENT_TYPE`).
+
+    With ``siblings``, under realtime.web: the other web processes' series too, asked
+    with ``host`` (the scrape's own, so it passes ``ALLOWED_HOSTS`` there as it did here).
+    """
+    from django.conf import settings
+
+    own = generate_latest(REGISTRY)
+    if not siblings or not settings.WEB_PEER_DIR:
+        return own
+    others = [text for text in (_sibling_exposition(path, host) for path in _sibling_sockets()) if text]
+    return merged_exposition([own.decode(), *others]) if others else own
+
+
+def _sibling_sockets() -> list[str]:
+    from django.conf import settings
+
+    own = f"{settings.WEB_PROCESS_INDEX}.sock"
+    try:
+        return sorted(e.path for e in os.scandir(settings.WEB_PEER_DIR) if e.name.endswith(".sock") and e.name != own)
+    except OSError:
+        return []
+
+
+def _sibling_exposition(path: str, host: str) -> str | None:
+    """One sibling's own metrics, asked with the launcher's peer token (None if it does not answer)."""
+    import httpx
+    from django.conf import settings
+
+    headers = {"Authorization": f"Bearer {settings.WEB_PEER_TOKEN}", SIBLINGS_HEADER: "0", "Host": host}
+    try:
+        with httpx.Client(transport=httpx.HTTPTransport(uds=path), timeout=2.0) as client:
+            response = client.get("http://web/metrics", headers=headers)
+    except httpx.HTTPError:
+        return None  # restarting: its series are missing from this scrape, as for a dead process
+    if response.status_code != 200:
+        logger.warning("web process at %s answered /metrics with %d", path, response.status_code)
+        return None
+    return response.text
+
+
+#: Sent by a web process asking a sibling for its metrics: "0" means only yours.
+SIBLINGS_HEADER = "X-Metrics-Siblings"
+
+
+class _Families(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.families)
+
+
+def merged_exposition(texts: Sequence[str]) -> bytes:
+    """Several processes' expositions as one: each family once, each series once.
+
+    A series in several (the region's push histogram, which every process reads from
+    Redis) is kept from the first text only.
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families: dict[str, Metric] = {}
+    seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+    for text in texts:
+        for family in text_string_to_metric_families(text):
+            into = families.get(family.name)
+            if into is None:
+                into = families[family.name] = Metric(family.name, family.documentation, family.type, family.unit)
+            for sample in family.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                if key not in seen:
+                    seen.add(key)
+                    into.samples.append(sample)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(list(families.values())))
+    return generate_latest(registry)
 
 
 # --- Access -------------------------------------------------------------------------
@@ -228,10 +307,11 @@ def scrape_allowed(*, authorization: str, remote_addr: str) -> bool:
     """Whether a request may read /metrics: ``Bearer METRICS_TOKEN``, or an address in ``METRICS_ALLOW_IPS``."""
     from django.conf import settings
 
-    token = settings.METRICS_TOKEN
     scheme, _, given = authorization.partition(" ")
-    if token and scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
-        return True
+    # METRICS_TOKEN, or the token realtime.web gives its children to ask each other.
+    for token in (settings.METRICS_TOKEN, settings.WEB_PEER_TOKEN):
+        if token and scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
+            return True
     try:
         address = ipaddress.ip_address(remote_addr)
     except ValueError:

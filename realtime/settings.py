@@ -120,6 +120,8 @@ REALTIME_LONGPOLL_PATH = env_str("REALTIME_LONGPOLL_PATH", "/ws/chat/")
 # the kernel handed to the wrong child is forwarded to the one holding its session.
 WEB_PROCESS_INDEX = env_str("WEB_PROCESS_INDEX", "")
 WEB_PEER_DIR = env_str("WEB_PEER_DIR", "")
+# A secret realtime.web gives its children, with which they read each other's /metrics.
+WEB_PEER_TOKEN = env_str("WEB_PEER_TOKEN", "")
 WSGI_APPLICATION = None
 
 TEMPLATES = [

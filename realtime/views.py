@@ -75,11 +75,13 @@ def edges(request: HttpRequest) -> JsonResponse:
 @never_cache
 @require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
-    """Prometheus metrics of this process; 403 without the bearer token or an allowed address."""
-    from realtime.metrics import CONTENT_TYPE, exposition, scrape_allowed
+    """Prometheus metrics of this process (and its realtime.web siblings); 403 without the bearer token
+    or an allowed address."""
+    from realtime.metrics import CONTENT_TYPE, SIBLINGS_HEADER, exposition, scrape_allowed
 
     if not scrape_allowed(
         authorization=request.headers.get("Authorization", ""), remote_addr=request.META.get("REMOTE_ADDR", "")
     ):
         return HttpResponse("forbidden\n", status=403, content_type="text/plain; charset=utf-8")
-    return HttpResponse(exposition(), content_type=CONTENT_TYPE)
+    siblings = request.headers.get(SIBLINGS_HEADER) != "0"
+    return HttpResponse(exposition(siblings=siblings, host=request.get_host()), content_type=CONTENT_TYPE)

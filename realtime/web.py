@@ -28,6 +28,7 @@ import argparse
 import ctypes
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -110,6 +111,8 @@ class Launcher:
         self.stopping = False
         # mkdtemp: mode 0700, so only this user may connect to the children's unix sockets.
         self.peer_dir = Path(tempfile.mkdtemp(prefix="realtime-web-"))
+        # With it the children read each other's /metrics, so a scrape of the port gets them all.
+        self.peer_token = secrets.token_urlsafe(32)
 
     def peer_socket(self, child: Child) -> Path:
         """The unix socket where ``child`` takes long-poll requests forwarded by its siblings."""
@@ -119,6 +122,7 @@ class Launcher:
         env = dict(os.environ)
         env["WEB_PROCESS_INDEX"] = str(child.index)
         env["WEB_PEER_DIR"] = str(self.peer_dir)
+        env["WEB_PEER_TOKEN"] = self.peer_token
         if env.get("METRICS_PROCESS"):
             # Each child is its own series in Prometheus.
             env["METRICS_PROCESS"] = f"{env['METRICS_PROCESS']}/{child.index}"

@@ -30,7 +30,7 @@ def catalogue(path: Path, *, site_port: int, edges: dict[str, int]) -> Path:
         lines += [
             f"[regions.{name}]", f'hostname = "{name}.test.localhost"',
             f'health_url = "http://127.0.0.1:{port}/healthz"', f'ws_url = "ws://127.0.0.1:{port}/ws/chat/"',
-            f"[regions.{name}.daphne]", 'hosts = ["127.0.0.1"]', "processes_per_host = 1", "base_port = 8001",
+            f"[regions.{name}.daphne]", 'hosts = ["127.0.0.1"]', "processes_per_host = 1", "port = 8001",
             f"[regions.{name}.redis]", 'url = "redis://127.0.0.1:6379/0"',
             f"[regions.{name}.celery]", "worker_concurrency = 1", "workers = 1",
             f"[regions.{name}.kubernetes]", 'namespace = "t"', "min_replicas = 1", "max_replicas = 1",

@@ -263,7 +263,8 @@ def test_generated_nginx_has_upgrade_stickiness_timeouts_and_restricted_metrics(
     assert re.search(r'map \$cookie_sessionid \$realtime_sticky_fallback \{\s*""\s+\$remote_addr;', common)
     edge = (GENERATED / "nginx" / "us-east.conf").read_text()
     assert "hash $cookie_sessionid$realtime_sticky_fallback consistent;" in edge
-    assert len(re.findall(r"^\s+server 10\.10\.1\.1[12]:800[1-4] ", edge, re.M)) == 8
+    # One upstream server per host: a host's web processes share its one port.
+    assert re.findall(r"^\s+server (\S+) ", edge, re.M) == ["10.10.1.11:8001", "10.10.1.12:8001"]
     ws = re.search(r"location /ws/ \{(.*?)\n    \}", edge, re.S).group(1)
     assert "proxy_set_header Upgrade $http_upgrade;" in ws and "proxy_set_header Connection $realtime_connection;" in ws
     assert "proxy_read_timeout 3600s;" in ws
@@ -408,7 +409,8 @@ def test_the_validator_rejects_a_broken_manifest():
 
 
 def test_web_deployment_probes_drain_and_autoscaling():
-    """Per region: /healthz probes, preStop drain within the grace period, HPA v2 on CPU 70% and open sockets, PDB."""
+    """Per region: realtime.web with WEB_CONCURRENCY, /healthz probes, preStop drain within the grace period,
+    HPA v2 on CPU 70% and open sockets, PDB."""
     cat = edges.catalogue_load(CATALOGUE)
     for name, region in cat.regions.items():
         docs = {d["kind"]: d for w, d in k8s_documents() if w == f"k8s/{name}/web.yaml"}
@@ -420,6 +422,10 @@ def test_web_deployment_probes_drain_and_autoscaling():
         assert 0 < sleep < pod["terminationGracePeriodSeconds"]
         env = {e["name"]: e for e in container["env"]}
         assert "$(POD_IP)" in env["DJANGO_ALLOWED_HOSTS"]["value"]  # probes reach the pod by IP
+        # WEB_CONCURRENCY web processes per pod, on the pod's one port, half a core each.
+        assert container["args"][:3] == ["python", "-m", "realtime.web"]
+        assert env["WEB_CONCURRENCY"]["value"] == str(region.kubernetes.web_concurrency)
+        assert container["resources"]["requests"]["cpu"] == f"{500 * region.kubernetes.web_concurrency}m"
         hpa = docs["HorizontalPodAutoscaler"]
         assert hpa["apiVersion"] == "autoscaling/v2"
         assert hpa["spec"]["scaleTargetRef"]["name"] == docs["Deployment"]["metadata"]["name"]
@@ -458,8 +464,12 @@ def test_systemd_units_pass_systemd_analyze_verify(tmp_path):
         for path in (GENERATED / "systemd" / name).iterdir():
             (units / path.name).write_text(path.read_text().replace(cat.app_dir, str(ROOT)))
         target = (units / "realtime.target").read_text()
-        wanted = [f"daphne@{p}.service" for p in region.daphne.ports]
+        wanted = ["realtime-web.service"]
         assert all(w in target for w in wanted) and "realtime-beat" not in target
+        web = (units / "realtime-web.service").read_text()
+        # WEB_CONCURRENCY processes of realtime.web on the host's one port, SIGTERM to the launcher only.
+        assert "-m realtime.web" in web and f"-p {region.daphne.port} " in web
+        assert f"Environment=WEB_CONCURRENCY={region.daphne.processes_per_host}" in web and "KillMode=mixed" in web
         names = ["realtime.target", *wanted, "realtime-worker.service"]
         if name == cat.beat_region:
             names.append("realtime-beat.service")

@@ -82,6 +82,36 @@ def test_metrics_are_refused_to_strangers_and_served_with_the_token(settings):
     assert "no-cache" in allowed["Cache-Control"] or "max-age=0" in allowed["Cache-Control"]
 
 
+def test_the_peer_token_reads_metrics_and_an_empty_one_reads_nothing(settings):
+    """realtime.web's children read each other's metrics with WEB_PEER_TOKEN; when it is unset, no bearer
+    matches it."""
+    settings.METRICS_TOKEN = ""
+    settings.WEB_PEER_TOKEN = ""
+    assert scrape(REMOTE_ADDR=STRANGER, headers={"Authorization": "Bearer "}).status_code == 403
+    settings.WEB_PEER_TOKEN = "peer-secret"
+    assert scrape(REMOTE_ADDR=STRANGER, headers={"Authorization": "Bearer peer-secret"}).status_code == 200
+    assert scrape(REMOTE_ADDR=STRANGER, headers={"Authorization": "Bearer other"}).status_code == 403
+
+
+def test_merged_expositions_keep_each_family_once_and_each_series_once(monkeypatch):
+    """Two processes' expositions merge into one valid exposition: every family once, both processes' series,
+    and a series both report (the region's push histogram) once."""
+    monkeypatch.setenv("METRICS_PROCESS", "host:1")
+    one = metrics.exposition(siblings=False).decode()
+    monkeypatch.setenv("METRICS_PROCESS", "host:2")
+    two = metrics.exposition(siblings=False).decode()
+    merged = metrics.merged_exposition([one, two]).decode()
+    families = list(text_string_to_metric_families(merged))
+    assert len({f.name for f in families}) == len(families)
+    by_name = {f.name: f for f in families}
+    active = by_name["realtime_active_connections"]
+    assert {s.labels["process"] for s in active.samples} == {"host:1", "host:2"}
+    samples = [(s.name, tuple(sorted(s.labels.items()))) for f in families for s in f.samples]
+    assert len(samples) == len(set(samples))
+    # One text merges to what it was.
+    assert metrics.merged_exposition([one]).decode() == one
+
+
 def test_metrics_allow_listed_addresses_and_networks(settings):
     """Loopback (also IPv4-mapped) is allowed by default; networks work; an empty list leaves the token only."""
     settings.METRICS_TOKEN = ""

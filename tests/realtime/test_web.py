@@ -82,8 +82,9 @@ def launcher(app_env: dict[str, str], **env: str) -> services.Service:
 
 def _answering_pid(web: services.Service) -> int | None:
     """The pid of the child that answered one /metrics request on a new connection (its ``process`` label)."""
+    request = urllib.request.Request(f"{web.url}/metrics", headers={"X-Metrics-Siblings": "0"})
     try:
-        with urllib.request.urlopen(f"{web.url}/metrics", timeout=2) as response:
+        with urllib.request.urlopen(request, timeout=2) as response:
             text = response.read().decode()
     except OSError:
         return None
@@ -279,5 +280,24 @@ async def test_a_long_poll_session_is_served_whichever_process_takes_the_request
         # A session id naming no live process is unknown, not an error.
         status, data = await asyncio.to_thread(_lp, web, "poll", {"sid": "7.nosuchsession", "cursor": 0})
         assert status == 404 and data == {"error": "unknown_session"}
+    finally:
+        web.stop()
+
+
+async def test_a_scrape_of_the_port_reports_every_process(app_env):
+    """Prometheus scrapes a host's one port and reaches one child at random: the answer has every child's
+    series (each its own ``process``), and each family once, so the exposition stays valid."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    web = launcher(app_env).start()
+    try:
+        kids = await serving(web)
+        for _ in range(4):  # whichever child answers
+            text = (await asyncio.to_thread(httpx.get, f"{web.url}/metrics", timeout=10)).text
+            families = list(text_string_to_metric_families(text))
+            assert len({f.name for f in families}) == len(families)
+            active = next(f for f in families if f.name == "realtime_active_connections")
+            pids = {int(s.labels["process"].rsplit(":", 1)[1]) for s in active.samples}
+            assert pids == set(kids), text[:2000]
     finally:
         web.stop()
