@@ -19,7 +19,7 @@ PG_TESTS ?= tests/chat tests/reactions tests/receipts tests/reliability tests/re
 test:
 	@bin/bootstrap --test
 	@.venv/bin/lint-imports --no-cache
-	@$(PY) -m pytest $(PYTEST_ARGS)
+	@$(PY) -m pytest --durations=20 $(PYTEST_ARGS)
 	@if [ -z "$(PYTEST_ARGS)" ] && [ -n "$(PG_TESTS)" ]; then \
 		echo "==> The database suites on PostgreSQL: $(PG_TESTS)"; \
 		TEST_DATABASE=postgres $(PY) -m pytest $(PG_TESTS); \
