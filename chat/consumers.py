@@ -134,7 +134,8 @@ class ChatConsumer(ProtocolConsumer):
         """Post a message; a repeated client_id gets the original back, to this socket only."""
         room = await self._joined_room(p["room"])
         message, created = await db(services.message_post)(
-            room=room, author=self.user, body=p["body"], client_id=p.get("client_id")
+            room=room, author=self.user, body=p["body"], client_id=p.get("client_id"),
+            attachments=p.get("attachments", ()),
         )
         if not created:
             await self.send_event(await db(events.message_event)(message))

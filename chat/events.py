@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from attachments.events import attachment_event, attachments_of
 from chat.models import Announcement, Membership, Message, Room
 
 
@@ -21,11 +22,12 @@ def _ts(value) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def message_event(message: Message) -> dict[str, Any]:
+def message_event(message: Message, *, attachments: Iterable[Any] | None = None) -> dict[str, Any]:
     """``message`` for a live message; a ``message.deleted`` tombstone for a deleted one.
 
     History sends tombstones too, so a client sees every seq and never mistakes a
-    deleted message for a gap.
+    deleted message for a gap. ``attachments``: the message's, when the caller has them
+    (a new message); else they are read (prefetched by history). Sent only when there are some.
     """
     if message.is_deleted:
         return message_deleted_event(message)
@@ -41,6 +43,9 @@ def message_event(message: Message) -> dict[str, Any]:
     }
     if message.edited_at is not None:
         event["edited_ts"] = _ts(message.edited_at)
+    files = attachments_of(message) if attachments is None else [attachment_event(a) for a in attachments]
+    if files:
+        event["attachments"] = files
     return event
 
 

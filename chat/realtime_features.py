@@ -16,6 +16,9 @@ from chat import errors
 from realtime.features import Context, feature
 from realtime.protocol import ROOM, Field, ProtocolError, body_check, check_client_id, check_id, check_seq
 
+#: At most this many attachments on one message (attachments.services checks it again).
+MAX_ATTACHMENTS = 10
+
 chat = feature("chat", doc="Rooms and their messages: join, post, edit, delete, typing, mentions, announcements.")
 
 
@@ -23,6 +26,13 @@ def _body(value: Any) -> str:
     """text, 1 to MAX_BODY_CHARS characters, no control characters"""
     # The limit is a setting; read it at validation time so tests can override it.
     return body_check(value, max_chars=settings.REALTIME["MAX_BODY_CHARS"])
+
+
+def _attachment_ids(value: Any) -> list[int]:
+    """a list of 0 to 10 upload ids"""
+    if not isinstance(value, list) or len(value) > MAX_ATTACHMENTS:
+        raise ValueError(f"must be a list of at most {MAX_ATTACHMENTS} upload ids")
+    return [check_id(item) for item in value]
 
 
 def _joined(ctx: Context, payload: dict[str, Any]) -> bool:
@@ -53,13 +63,15 @@ chat.message(
         ROOM,
         Field("body", _body, doc="text, 1 to MAX_BODY_CHARS characters, no control characters"),
         Field("client_id", check_client_id, required=False, doc="idempotency key chosen by the client"),
+        Field("attachments", _attachment_ids, required=False,
+              doc="ids of your uploads to this room not sent yet (POST /api/rooms/<slug>/uploads/), at most 10"),
     ),
     permission=_joined,
     doc=(
         "Post a message. Everyone in the room, on every server process, receives the `message` "
         "event. Repeating a client_id creates nothing: the sender gets the original back."
     ),
-    example={"type": "message", "room": "lobby", "body": "Hello!", "client_id": "c-1f2e"},
+    example={"type": "message", "room": "lobby", "body": "Hello!", "client_id": "c-1f2e", "attachments": [12]},
 )
 chat.message(
     "edit",
@@ -89,9 +101,14 @@ chat.event("joined", doc="Reply to `join`: the latest seq and who is present.",
 chat.event("left", doc="Reply to `leave`.", example={"type": "left", "room": "lobby"})
 chat.event("removed", doc="You were removed from a room (kicked or banned); do not rejoin automatically.",
            example={"type": "removed", "room": "lobby", "reason": "banned"})
-chat.event("message", doc="A chat message, to everyone in the room (including the sender).",
+chat.event("message", doc="A chat message, to everyone in the room (including the sender). `attachments` "
+           "(only when it has some): each file's id, name, size in bytes, sniffed content_type, url, and "
+           "`thumbnail_url` for pictures; the URLs answer only readers of the room.",
            example={"type": "message", "room": "lobby", "seq": 42, "id": 7, "author": "alice",
-                    "body": "Hello!", "client_id": "c-1f2e", "ts": "2026-11-25T15:00:00.000000+00:00"})
+                    "body": "Hello!", "client_id": "c-1f2e", "ts": "2026-11-25T15:00:00.000000+00:00",
+                    "attachments": [{"id": 12, "name": "cat.jpg", "size": 48213, "content_type": "image/jpeg",
+                                     "url": "/files/3q2V7wZkVx0aP1dQ/",
+                                     "thumbnail_url": "/files/3q2V7wZkVx0aP1dQ/thumbnail/"}]})
 chat.event("message.updated", doc="A message was edited (or masked by moderation).",
            example={"type": "message.updated", "room": "lobby", "seq": 42, "id": 7,
                     "body": "Hello, all!", "edited_ts": "2026-11-25T15:01:00.000000+00:00"})

@@ -122,7 +122,7 @@ def rooms_visible(*, user: AbstractBaseUser) -> QuerySet[Room]:
 
 
 def _messages(room: Room) -> QuerySet[Message]:
-    return Message.objects.filter(room=room).select_related("author", "room")
+    return Message.objects.filter(room=room).select_related("author", "room").prefetch_related("attachments")
 
 
 def room_latest(*, room: Room, limit: int) -> list[Message]:

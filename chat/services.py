@@ -11,6 +11,7 @@ import functools
 import logging
 import re
 import time
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,6 +22,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from attachments import services as attachment_services
 from chat import events, moderation, selectors
 from chat.errors import Blocked, ChatError, Forbidden, MessageNotFound, RoomNotFound
 from chat.models import Announcement, BannedWord, BannedWordList, Membership, Message, Room
@@ -77,7 +79,8 @@ def _postable_membership(room: Room, user: AbstractBaseUser) -> Membership:
 
 
 def message_post(
-    *, room: Room, author: AbstractBaseUser, body: str, client_id: str | None = None
+    *, room: Room, author: AbstractBaseUser, body: str, client_id: str | None = None,
+    attachments: Sequence[int] = (),
 ) -> tuple[Message, bool]:
     """Store a message with the room's next seq and broadcast it after commit.
 
@@ -97,6 +100,9 @@ def message_post(
     The banned-words filter runs before anything is stored: *mask* words are stored (and
     so broadcast, served and mentioned) starred out; a *hide* word refuses the post
     (``blocked``) and stores nothing.
+
+    ``attachments`` (upload ids) are attached in the same transaction: any that is not
+    the author's own unsent upload to this room refuses the post (``invalid_attachment``).
     """
     try:
         with transaction.atomic():
@@ -113,7 +119,9 @@ def message_post(
                 room=room, author=author, body=body, seq=seq, client_id=client_id,
                 moderated_at=timezone.now() if moderated else None,
             )
-            broadcast.room_send_on_commit(room.slug, events.message_event(message))
+            attached = attachment_services.attachments_claim(
+                room=room, author=author, ids=attachments, message=message) if attachments else ()
+            broadcast.room_send_on_commit(room.slug, events.message_event(message, attachments=attached))
             message_postprocess_queue(message=message)
             return message, True
     except IntegrityError:

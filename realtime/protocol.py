@@ -92,6 +92,7 @@ class ErrorCode:
     RATE_LIMITED = "rate_limited"
     MESSAGE_NOT_FOUND = "message_not_found"
     BLOCKED = "blocked"
+    INVALID_ATTACHMENT = "invalid_attachment"
     UNAVAILABLE = "unavailable"
     INTERNAL = "internal_error"
 
@@ -113,6 +114,8 @@ ERROR_CODE_DOCS: dict[str, str] = {
     ErrorCode.RATE_LIMITED: "too many messages; `retry_after` says when to try again",
     ErrorCode.MESSAGE_NOT_FOUND: "no message with this id in this room",
     ErrorCode.BLOCKED: "the text contains a word this site does not allow; nothing was stored or changed",
+    ErrorCode.INVALID_ATTACHMENT: "an attachment is not your own unsent upload to this room, or more than 10; "
+    "nothing was stored",
     ErrorCode.UNAVAILABLE: "the server could not complete the request; nothing was stored, retry",
     ErrorCode.INTERNAL: "an unexpected server error; reported, the socket stays open",
 }

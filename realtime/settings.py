@@ -9,6 +9,7 @@ Each integration has its own block below; every variable is listed in docs/deplo
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -95,6 +96,7 @@ INSTALLED_APPS = [
     # Features built on the extension surface (realtime/features.py).
     "reactions",
     "receipts",
+    "attachments",
 ]
 
 MIDDLEWARE = [
@@ -261,6 +263,28 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
+
+# --- Attachments (attachments/; "Attachments" in docs/deploy.md) ------------------
+# https://docs.djangoproject.com/en/5.2/ref/settings/#storages
+# Uploaded files go through the storage named ATTACHMENTS_STORAGE: local files under
+# MEDIA_ROOT (var/media) by default, never served by WhiteNoise or nginx directly (the
+# attachments views check who may read them). ATTACHMENTS_STORAGE_BACKEND and
+# ATTACHMENTS_STORAGE_OPTIONS (JSON) select another, e.g. django-storages' S3Storage.
+MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(BASE_DIR / "var" / "media")))
+ATTACHMENTS_STORAGE = "attachments"
+STORAGES["attachments"] = {
+    "BACKEND": env_str("ATTACHMENTS_STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage"),
+    "OPTIONS": json.loads(env_str("ATTACHMENTS_STORAGE_OPTIONS", "{}"))
+    or {"location": str(MEDIA_ROOT), "base_url": None, "directory_permissions_mode": 0o750,
+        "file_permissions_mode": 0o640},
+}
+# Above this an upload is refused with 413 (the body streams to temporary files, never whole in memory).
+UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 25 * 1024 * 1024)
+# Per user: a burst of UPLOAD_RATE_BURST uploads, refilled at UPLOAD_RATE_PER_MINUTE.
+UPLOAD_RATE_BURST = env_int("UPLOAD_RATE_BURST", 20)
+UPLOAD_RATE_PER_MINUTE = env_int("UPLOAD_RATE_PER_MINUTE", 30)
+if min(UPLOAD_MAX_BYTES, UPLOAD_RATE_BURST, UPLOAD_RATE_PER_MINUTE) <= 0:
+    raise ImproperlyConfigured("UPLOAD_MAX_BYTES, UPLOAD_RATE_BURST and UPLOAD_RATE_PER_MINUTE must be positive.")
 # Pages load the current files in development without running collectstatic.
 WHITENOISE_USE_FINDERS = DEBUG
 WHITENOISE_AUTOREFRESH = DEBUG
@@ -355,6 +379,7 @@ CELERY_TASK_SOFT_TIME_LIMIT = 100
 # Fixed schedules; admins add their own (e.g. chat.tasks.room_reminder) in the admin.
 CELERY_BEAT_SCHEDULE = {
     "announcements-queue-due": {"task": "chat.tasks.announcements_queue_due", "schedule": 5.0},
+    "attachments-sweep": {"task": "attachments.tasks.attachments_sweep", "schedule": 3600.0},
 }
 
 # --- Metrics and regional edges (docs/deploy.md) ----------------------------------

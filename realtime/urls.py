@@ -14,5 +14,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("", include("receipts.urls")),
+    path("", include("attachments.urls")),
     path("", include("chat.urls")),
 ]

@@ -37,6 +37,7 @@ export const ErrorCode = Object.freeze({
   RATE_LIMITED: "rate_limited", // too many messages; `retry_after` says when to try again
   MESSAGE_NOT_FOUND: "message_not_found", // no message with this id in this room
   BLOCKED: "blocked", // the text contains a word this site does not allow; nothing was stored or changed
+  INVALID_ATTACHMENT: "invalid_attachment", // an attachment is not your own unsent upload to this room, or more than 10; nothing was stored
   UNAVAILABLE: "unavailable", // the server could not complete the request; nothing was stored, retry
   INTERNAL: "internal_error", // an unexpected server error; reported, the socket stays open
 });
