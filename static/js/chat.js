@@ -303,11 +303,14 @@ els.body.addEventListener("keydown", (e) => {
 });
 els.composer.addEventListener("submit", (e) => {
   e.preventDefault();
-  const body = els.body.value;
-  if (!current || !body.trim()) return;
+  // Feature scripts may add fields to the message or fill an empty body (attachments.js).
+  const draft = { room: current, body: els.body.value, fields: {}, cancel: false };
+  document.dispatchEvent(new CustomEvent("chat:send", { detail: draft }));
+  const body = draft.body;
+  if (draft.cancel || !current || !body.trim()) return;
   if (body.length > config.maxBody) { showNotice(`Messages are limited to ${config.maxBody} characters.`); return; }
   showNotice("");
-  client.sendMessage(current, body);
+  client.sendMessage(current, body, draft.fields);
   els.body.value = "";
 });
 els.older.addEventListener("click", loadOlder);

@@ -256,8 +256,9 @@ export class RealtimeClient extends EventTarget {
   }
 
   /** Post a message; returns its client_id. Kept (and resent with the same id) until echoed. */
-  sendMessage(room, body) {
-    const frame = { type: "message", room, body, client_id: newClientId() };
+  /** Post a message; ``fields`` adds the features' fields (e.g. ``attachments``). */
+  sendMessage(room, body, fields = {}) {
+    const frame = { ...fields, type: "message", room, body, client_id: newClientId() };
     this.pending.set(frame.client_id, frame);
     this._emit("pending", frame);
     this._trySend(frame);
