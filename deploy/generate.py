@@ -204,6 +204,15 @@ server {{
         proxy_read_timeout 60s;
     }}
 
+    # Uploads (attachments): a file of up to UPLOAD_MAX_BYTES (25 MiB) with its multipart
+    # framing; past that nginx answers 413, and below it Django checks the exact limit.
+    location ~ ^/api/rooms/[^/]+/uploads/$ {{
+        client_max_body_size 26m;
+        proxy_pass http://{upstream};
+{headers}
+        proxy_read_timeout 120s;
+    }}
+
     # Health: the processes behind this edge answer and reach the database and Redis.
     location = {cat.health_path} {{
         access_log off;

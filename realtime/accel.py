@@ -62,6 +62,8 @@ PATCHES: tuple[Patch, ...] = (
           "realtime.server:install_factory_options"),
     Patch("handshake_release", "Twisted's upgraded HTTPChannel and autobahn's handshake kept per socket",
           (TWISTED, AUTOBAHN, DAPHNE), "realtime.server:install_handshake_release"),
+    Patch("form_parse_off", "Twisted's parse of form bodies into request.args, unused by Daphne (uploads)",
+          (TWISTED, DAPHNE), "realtime.server:install_form_parse_off"),
     Patch("input_queue", "Daphne's asyncio.Queue per connection (create_application)", (DAPHNE,)),
     Patch("direct_writes", "Twisted's write path for broadcast frames (realtime.wire)", (TWISTED, AUTOBAHN, DAPHNE)),
     Patch("routers", "channels' ProtocolTypeRouter and URLRouter (realtime.routing)", (CHANNELS,)),

@@ -167,6 +167,26 @@ def create_xor_masker(mask: bytes, length: int | None = None) -> Any:
     return _autobahn_create_xor_masker(mask, length)
 
 
+def install_form_parse_off() -> None:
+    """Patch ``form_parse_off`` (realtime.accel): Twisted leaves request bodies to the application.
+
+    Twisted's ``Request.requestReceived`` reads a whole ``multipart/form-data`` or
+    urlencoded body into memory and parses it into ``request.args``, which Daphne never
+    reads (it hands the body to Django, which parses it itself, streaming files to disk).
+    For an upload of UPLOAD_MAX_BYTES that is the whole file in memory, twice, and a
+    malformed body got a bare 400 from Twisted before Django could answer.
+    """
+    from daphne.http_protocol import WebRequest
+
+    original = WebRequest.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self._parsePOSTFormSubmission = False
+
+    WebRequest.__init__ = __init__
+
+
 def install_xor_masker() -> None:
     """Patch ``xor_masker`` (realtime.accel): autobahn's frame parser uses :func:`create_xor_masker`.
 

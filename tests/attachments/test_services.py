@@ -27,7 +27,7 @@ def _exif_of(data: bytes) -> dict:
 
 
 def test_a_picture_is_stored_upright_without_metadata_with_a_thumbnail(people, upload_file):
-    """A JPEG with GPS and a camera model: the stored picture and its thumbnail carry no EXIF, and are rotated upright."""
+    """A JPEG with GPS and a camera model: the stored picture and its thumbnail carry no EXIF, and stand upright."""
     alice, _ = people
     original = jpeg_with_gps(width=40, height=20, orientation=6)
     assert _exif_of(original)["exif"]  # the fixture does carry metadata
@@ -81,7 +81,7 @@ def _pending(user, room_slug="lobby", name="a.png"):
     return services.upload_store(room_slug=room_slug, user=user, file=SimpleUploadedFile(name, png_bytes()))
 
 
-def test_a_message_takes_the_authors_pending_uploads_and_its_event_carries_them(people, django_capture_on_commit_callbacks):
+def test_a_message_takes_the_authors_pending_uploads_and_its_event_carries_them(people):
     """message_post attaches the ids in its transaction; the broadcast event and history carry the metadata."""
     alice, _ = people
     lobby = Room.objects.get(slug="lobby")

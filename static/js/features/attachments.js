@@ -11,6 +11,23 @@ const room = composer.closest(".room");
 let pending = [];
 let nextKey = 1;
 const MAX_PER_MESSAGE = 10;
+// Icons as inline SVG paths (no emoji font is needed to see them).
+const ICONS = {
+  clip: "M16.5 6.5v10a4.5 4.5 0 0 1-9 0V5a3 3 0 0 1 6 0v10.5a1.5 1.5 0 0 1-3 0V6.5",
+  file: "M14 3H7a2 2 0 0 0-2 2v14a2 2 0 0 0 2 2h10a2 2 0 0 0 2-2V8zM14 3v5h5",
+};
+
+function icon(name, cls) {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("aria-hidden", "true");
+  svg.setAttribute("class", cls);
+  const path = document.createElementNS(ns, "path");
+  path.setAttribute("d", ICONS[name]);
+  svg.append(path);
+  return svg;
+}
 
 // --- the composer: button, chips, drop and paste ------------------------------------
 
@@ -19,7 +36,8 @@ input.type = "file";
 input.multiple = true;
 input.hidden = true;
 input.id = "attach-input";
-const button = page.el("button", "attach", "📎");
+const button = page.el("button", "attach");
+button.append(icon("clip", "icon"));
 button.type = "button";
 button.id = "attach";
 button.title = "Attach files";
@@ -228,7 +246,7 @@ function attachmentNode(file) {
   a.href = file.url;
   a.download = file.name;
   a.dataset.attachmentId = file.id;
-  a.append(page.el("span", "attachment-icon", "📄"), page.el("span", "attachment-name", file.name),
+  a.append(icon("file", "attachment-icon"), page.el("span", "attachment-name", file.name),
     page.el("span", "attachment-size", sizeText(file.size)));
   a.setAttribute("aria-label", `Download ${file.name}, ${sizeText(file.size)}`);
   return a;
