@@ -114,6 +114,11 @@ def test_oversized_uploads_get_413_json_by_header_and_while_streaming(people, se
     from attachments import views
 
     monkeypatch.setattr(views, "MULTIPART_SLACK", 10_000_000)  # the header passes; the stream cap must stop it
+
+    def never(**kwargs):
+        raise AssertionError("the parse went on past the limit and reached the service")
+
+    monkeypatch.setattr(views.services, "upload_store", never)
     response = _upload(client, "big.bin", b"x" * 5000)
     assert response.status_code == 413 and response.json()["limit"] == 1000
     from attachments.models import Attachment
