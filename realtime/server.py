@@ -179,11 +179,14 @@ def install_form_parse_off() -> None:
     from daphne.http_protocol import WebRequest
 
     original = WebRequest.__init__
+    if getattr(original, "form_parse_off", False):
+        return  # installed already (accel.reinstall after a fork)
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)
         self._parsePOSTFormSubmission = False
 
+    __init__.form_parse_off = True  # type: ignore[attr-defined]
     WebRequest.__init__ = __init__
 
 
