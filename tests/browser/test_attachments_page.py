@@ -21,7 +21,7 @@ from tests.browser.test_chat_page import log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "img"
 
 # Build a File in the page and hand it to the composer as a paste, or to the room as a drop.
 _GIVE_FILE = """
@@ -69,7 +69,7 @@ def _shoot(page: Any, name: str) -> None:
     """The screenshot for the docs (an unwritable docs/ is not a test failure)."""
     png = page.screenshot()
     with contextlib.suppress(OSError):
-        (DOCS / name).write_bytes(png)
+        (SCREENSHOTS / name).write_bytes(png)
 
 
 def test_paste_and_drop_send_a_picture_and_a_file_that_others_see(browser, daphne, people):
@@ -119,10 +119,14 @@ def test_paste_and_drop_send_a_picture_and_a_file_that_others_see(browser, daphn
 
 
 def _shoot_sizes(page: Any, stem: str) -> None:
-    for width, height in ((1280, 800), (390, 844)):
-        page.set_viewport_size({"width": width, "height": height})
-        page.wait_for_timeout(100)  # one layout pass
-        _shoot(page, f"{stem}-{width}x{height}.png")
+    """docs/img/<stem>-{desktop,phone}-{light,dark}.png: 1280x800 and 390x844, both themes."""
+    for scheme in ("light", "dark"):
+        page.emulate_media(color_scheme=scheme)
+        for device, width, height in (("desktop", 1280, 800), ("phone", 390, 844)):
+            page.set_viewport_size({"width": width, "height": height})
+            page.wait_for_timeout(100)  # one layout pass
+            _shoot(page, f"{stem}-{device}-{scheme}.png")
+    page.emulate_media(color_scheme="light")
     page.set_viewport_size({"width": 1100, "height": 700})
 
 
