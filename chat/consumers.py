@@ -18,7 +18,7 @@ from django.conf import settings
 
 from chat import events, selectors, services
 from chat.errors import RoomNotFound
-from realtime import broadcast, features, metrics, presence
+from realtime import admission, broadcast, features, metrics, presence
 from realtime.consumer import ProtocolConsumer
 from realtime.protocol import ErrorCode, ProtocolError
 
@@ -85,6 +85,12 @@ class ChatConsumer(ProtocolConsumer):
         ``joined``, then every message in seq order, then live traffic, with no gap.
         """
         slug = p["room"]
+        wait = admission.join_take()
+        if wait:
+            # Over this process's join budget (a mass reconnect): nothing done, come back later.
+            metrics.admission_refused("join")
+            raise ProtocolError(ErrorCode.UNAVAILABLE, "the server is busy; join again after retry_after",
+                                room=slug, retry_after=round(wait, 3))
         room, _membership = await db(services.room_enter)(slug=slug, user=self.user)
         rejoin = slug in self.rooms
         self.joining[slug] = []

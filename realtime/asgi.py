@@ -1,6 +1,7 @@
 """The ASGI application: HTTP through Django, WebSockets through the routes below.
 
-Read each WebSocket route from the outside in: Origin check, then authentication
+Read each WebSocket route from the outside in: admission (the process's handshake
+budget, realtime.admission), Origin check, then authentication
 (session cookie or ticket), then the consumer. Both run before accept. The routers are
 channels' own, except that they hand over the routed application rather than wait in
 it for the socket's whole life (realtime.routing): the patch ``routers`` of
@@ -20,7 +21,7 @@ from django.urls import path, re_path  # noqa: E402
 from chat.consumers import ChatConsumer  # noqa: E402
 from realtime import accel, drain  # noqa: E402
 from realtime.echo import EchoConsumer  # noqa: E402
-from realtime.handshake import HandshakeAuth, OriginGuard  # noqa: E402
+from realtime.handshake import AdmissionGuard, HandshakeAuth, OriginGuard  # noqa: E402
 from realtime.longpoll import LongPollConsumer  # noqa: E402
 
 accel.install()  # before the consumers' as_asgi below: they ask which path to take
@@ -31,7 +32,7 @@ else:
 
 websocket_urlpatterns = [
     path("ws/echo/", OriginGuard(EchoConsumer.as_asgi())),
-    path("ws/chat/", HandshakeAuth(ChatConsumer.as_asgi())),
+    path("ws/chat/", AdmissionGuard(HandshakeAuth(ChatConsumer.as_asgi()))),
     # Any other path is refused with 403 rather than failing inside the router.
     re_path(r"", WebsocketDenier.as_asgi()),
 ]

@@ -5,7 +5,10 @@ every room with ``last_seq`` (the last *contiguous* seq it delivered, so a gap i
 filled, never skipped), delivers each room's seqs once and in order, re-joins when a
 gap does not fill by itself, resends unconfirmed messages with their ``client_id``
 (the server stores a repeated id once), sends an application heartbeat, and stops for
-good on the close codes that forbid reconnecting (``protocol.NO_RECONNECT``).
+good on the close codes that forbid reconnecting (``protocol.NO_RECONNECT``). A busy
+server's refusals (a handshake answered 503 with ``Retry-After``, a join answered
+``unavailable`` with ``retry_after``: realtime.admission) are retried after the wait the
+server asked for, plus up to a quarter again of jitter.
 
     async with ResumingClient("ws://127.0.0.1:8000/ws/chat/", cookie=..., rooms=["lobby"]) as client:
         await client.wait_joined("lobby")
@@ -67,6 +70,19 @@ class Backoff:
     def delay(self, attempt: int) -> float:
         """A wait drawn for attempt ``attempt``: from 0 up to (not including) its ceiling."""
         return self.random() * self.ceiling(attempt)
+
+    def after(self, retry_after: float) -> float:
+        """A wait for a server that said ``Retry-After``: at least that, plus up to a quarter again (jitter)."""
+        return max(0.0, retry_after) * (1.0 + 0.25 * self.random())
+
+
+def retry_after_of(response: Any) -> float | None:
+    """The seconds of a refused handshake's ``Retry-After`` header (None: absent or not a number)."""
+    try:
+        value = response.headers.get("Retry-After")
+        return float(value) if value is not None else None
+    except (AttributeError, TypeError, ValueError):
+        return None
 
 
 @dataclass
@@ -167,6 +183,7 @@ class ResumingClient:
         self.protocol: str | None = None  # the negotiated subprotocol
         self.rtt_ms: float | None = None
         self.connections = 0  # sockets opened so far
+        self.refusals = 0  # handshakes refused with 503 + Retry-After (admission control)
         self._ws: Any = None
         self._attempt = 0
         self._url_index = 0
@@ -323,6 +340,7 @@ class ResumingClient:
             code: int | None = None
             error: str | None = None
             opened = False
+            retry_after: float | None = None
             try:
                 url = await self._next_url()
                 self.url = url
@@ -339,10 +357,13 @@ class ResumingClient:
                     code = await self._serve(ws)
             except InvalidStatus as exc:
                 code, error = exc.response.status_code, f"handshake refused: HTTP {exc.response.status_code}"
+                if code == 503:
+                    retry_after = retry_after_of(exc.response)  # admission control: come back then
             except ConnectionClosed as exc:
                 code = exc.rcvd.code if exc.rcvd is not None else 1006
             except (OSError, TimeoutError, EOFError, WebSocketException) as exc:
-                error = f"connection failed: {type(exc).__name__}"
+                cause = f" ({type(exc.__cause__).__name__})" if exc.__cause__ is not None else ""
+                error = f"connection failed: {type(exc).__name__}{cause}"
             except Exception as exc:  # a ticket that could not be issued, a URL provider that failed
                 logger.warning("connect failed", exc_info=True)
                 error = f"connection failed: {type(exc).__name__}: {exc}"
@@ -357,7 +378,11 @@ class ResumingClient:
                 self._url_index += 1  # several URLs: try the next one
                 if self.on_connect_failed is not None and await self.on_connect_failed(failures):
                     failures = self._attempt = 0
-            delay = self.backoff.delay(self._attempt)
+            if retry_after is not None:
+                delay = self.backoff.after(retry_after)
+                self.refusals += 1
+            else:
+                delay = self.backoff.delay(self._attempt)
             self._attempt += 1
             self._set_state(RECONNECTING, {"code": code, "delay": delay, "error": error, "opened": opened})
             await asyncio.sleep(delay)
@@ -573,6 +598,21 @@ class ResumingClient:
             state.gap_since = None
 
     def _on_error(self, event: dict[str, Any]) -> None:
+        room = event.get("room")
+        if event.get("request_type") == "join" and event.get("code") in RETRY_ERRORS and room in self.rooms:
+            # A busy server refused the join (admission control): join again after its
+            # retry_after, jittered, on the same socket if it is still the one.
+            wait = self.backoff.after(float(event.get("retry_after") or 1.0))
+            ws = self._ws
+
+            def rejoin() -> None:
+                self._timers.discard(timer)
+                if self._ws is ws and ws is not None and room in self.rooms and not self.rooms[room].joined:
+                    self._spawn(self._send_join(room))
+
+            timer = asyncio.get_running_loop().call_later(wait, rejoin)
+            self._timers.add(timer)
+            return
         client_id = event.get("client_id")
         frame = self.pending.get(client_id) if isinstance(client_id, str) else None
         if frame is None:

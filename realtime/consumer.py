@@ -41,7 +41,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from redis.exceptions import RedisError
 
-from realtime import accel, broadcast, features, metrics, presence
+from realtime import accel, admission, broadcast, features, metrics, presence
 from realtime.auth import SocketAuth, session_key_digest, socket_session_check
 from realtime.protocol import (
     CloseCode,
@@ -164,6 +164,12 @@ class ProtocolConsumer(LayerlessConsumer):
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
         """Accept an authenticated socket (the handshake middleware already checked it)."""
+        try:
+            await self._connect()
+        finally:
+            admission.handshake_done(self.scope)  # accepted or refused: no longer in flight
+
+    async def _connect(self) -> None:
         self.user = self.scope.get("user")
         if self.user is None or not self.user.is_authenticated:
             await self.close()  # before accept: HTTP 403

@@ -13,6 +13,9 @@ session cookie. A handshake with neither, or with a bad ticket, is refused with 
 An account locked out by the log-in throttle (realtime/lockout.py) is refused too, like
 the ticket endpoint refuses it: a lockout means no way in until the cool-off or a staff
 unlock, and a handshake cannot carry the retry time, so it is a plain 403 here.
+
+``AdmissionGuard`` runs before both: over the process's handshake budget
+(realtime.admission) it answers HTTP 503 with ``Retry-After`` and nothing else runs.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from django.conf import settings
 from django.http.cookie import parse_cookie
 from django.http.request import split_domain_port, validate_host
 
+from realtime import accel, admission, metrics
 from realtime.auth import session_user, ticket_redeem
 from realtime.lockout import account_lockout_until
 
@@ -62,7 +66,53 @@ def origin_allowed(origin: bytes | None, *, missing_ok: bool) -> bool:
 async def deny(scope: dict[str, Any], receive: Any, send: Any, reason: str) -> None:
     """Refuse the handshake with HTTP 403 (logged without the query string)."""
     logger.info("websocket refused at %s: %s", scope.get("path"), reason)
+    admission.handshake_done(scope)
     await WebsocketDenier()(scope, receive, send)
+
+
+async def refuse_busy(scope: dict[str, Any], receive: Any, send: Any, wait: float) -> None:
+    """Refuse the handshake with HTTP 503 and ``Retry-After`` (the ASGI denial response).
+
+    Daphne sends only 403 for a refused handshake; the patch ``denial_response`` of
+    realtime.accel lets it send this response. Without it a plain 403 goes out instead
+    (the clients' backoff still spreads the retries).
+    """
+    metrics.admission_refused("handshake")
+    message = await receive()  # websocket.connect
+    if message.get("type") != "websocket.connect":
+        return
+    if not accel.active("denial_response"):
+        await send({"type": "websocket.close"})
+        return
+    retry = str(admission.retry_after_seconds(wait)).encode()
+    await send({"type": "websocket.http.response.start", "status": 503,
+                "headers": [(b"retry-after", retry), (b"content-length", b"0")]})
+    await send({"type": "websocket.http.response.body", "body": b""})
+
+
+class AdmissionGuard:
+    """Admit handshakes within the process's budget; refuse the rest with 503 + Retry-After."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    @markcoroutinefunction
+    def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Awaitable[Any]:
+        # Returns the coroutine to run instead of awaiting it (see realtime.routing).
+        slot, wait = admission.handshake_admit()
+        if wait:
+            return refuse_busy(scope, receive, send, wait)
+        if slot is None:
+            return self.app(scope, receive, send)
+        return self._admitted({**scope, admission.SCOPE_KEY: slot}, receive, send)
+
+    async def _admitted(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        # The consumer frees the slot once it accepted or refused; this frees it when the
+        # handshake never got that far (the client left, Daphne's handshake timeout).
+        try:
+            return await self.app(scope, receive, send)
+        finally:
+            admission.handshake_done(scope)
 
 
 class OriginGuard:

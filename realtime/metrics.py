@@ -203,6 +203,12 @@ BROADCAST_DROPPED = Counter(
     ("reason",),
     registry=PROCESS_REGISTRY,
 )
+ADMISSION_REFUSED = Counter(
+    "realtime_admission_refused_total",
+    "Handshakes (503 + Retry-After) and joins refused over the process's admission budget (realtime.admission).",
+    ("kind",),
+    registry=PROCESS_REGISTRY,
+)
 PUSH_LATENCY = RedisHistogram(
     "realtime_push_latency_seconds",
     "Duration of a sync push (Celery tasks, admin actions) to Redis, region-wide.",
@@ -402,6 +408,11 @@ def redis_error(op: str) -> None:
 def broadcast_dropped(reason: str, amount: int = 1) -> None:
     """A consumer dropped messages without delivering them (``reason``: unknown_type)."""
     BROADCAST_DROPPED.labels(reason=reason).inc(amount)
+
+
+def admission_refused(kind: str) -> None:
+    """A handshake or a join was refused over the admission budget (``kind``: handshake, join)."""
+    ADMISSION_REFUSED.labels(kind=kind).inc()
 
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -48,6 +48,7 @@ from typing import Any
 
 from autobahn.websocket import protocol as autobahn_protocol
 from autobahn.websocket import xormasker as autobahn_xormasker
+from autobahn.websocket.types import ConnectionDeny
 from daphne import cli as daphne_cli
 from daphne import server as daphne_server
 from daphne import ws_protocol as daphne_ws
@@ -255,6 +256,37 @@ class WebSocketProtocol(daphne_ws.WebSocketProtocol):
             self._onMessage(b"".join(self.message_data), self.message_is_binary)
         self.message_data = None
 
+    def handle_reply_with_denial(self, message: dict[str, Any]) -> None:
+        """Daphne's ``handle_reply``, plus ASGI's denial response before accept.
+
+        ``websocket.http.response.start`` (status and headers) then
+        ``websocket.http.response.body`` refuse the handshake with that status and those
+        headers (realtime.handshake's 503 + ``Retry-After``); Daphne alone can only
+        refuse with 403. The body is not sent (autobahn's error response has none).
+        """
+        kind = message.get("type")
+        if kind == "websocket.http.response.start" and self.state == self.STATE_CONNECTING:
+            headers = [(bytes(k).decode("latin-1"), bytes(v).decode("latin-1")) for k, v in message.get("headers", ())]
+            self._denial = (int(message["status"]), headers)
+            return
+        if kind == "websocket.http.response.body" and self.__dict__.get("_denial") is not None:
+            if message.get("more_body") or self.state != self.STATE_CONNECTING:
+                return
+            status = self._denial[0]
+            reason = http.RESPONSES.get(status, b"Refused").decode("latin-1")
+            self.handshake_deferred.errback(ConnectionDeny(code=status, reason=reason))
+            del self.handshake_deferred
+            self.server.protocol_disconnected(self)
+            return
+        daphne_ws.WebSocketProtocol.handle_reply(self, message)
+
+    def fail_handshake_with_headers(self, reason: str, code: int = 400, responseHeaders: Any = None) -> None:
+        """autobahn's ``failHandshake``, with the headers of a denial response (see above)."""
+        denial = self.__dict__.get("_denial")
+        if responseHeaders is None and denial is not None and denial[0] == code:
+            responseHeaders = denial[1]
+        daphne_ws.WebSocketProtocol.failHandshake(self, reason, code, responseHeaders)
+
     def release_handshake(self) -> None:
         """Drop the upgraded HTTP request and autobahn's parsed handshake (see the module doc)."""
         transport = self.transport
@@ -265,6 +297,12 @@ class WebSocketProtocol(daphne_ws.WebSocketProtocol):
             self.request = _Requested(request.path)
         for name in _HANDSHAKE_LEFTOVERS:
             self.__dict__.pop(name, None)
+
+
+def install_denial_response() -> None:
+    """Patch ``denial_response`` (realtime.accel): :meth:`WebSocketProtocol.handle_reply_with_denial`."""
+    WebSocketProtocol.handle_reply = WebSocketProtocol.handle_reply_with_denial
+    WebSocketProtocol.failHandshake = WebSocketProtocol.fail_handshake_with_headers
 
 
 def install_on_message_end() -> None:
@@ -288,7 +326,7 @@ def install_factory_options() -> None:
 
 
 #: The patches that live on WebSocketProtocol: with none in force, Daphne's class serves.
-PROTOCOL_PATCHES = ("on_message_end", "handshake_release", "factory_options")
+PROTOCOL_PATCHES = ("on_message_end", "handshake_release", "factory_options", "denial_response")
 
 
 class Server(daphne_server.Server):

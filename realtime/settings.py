@@ -418,6 +418,15 @@ REALTIME = {
     "RATE_STRIKES_BEFORE_CLOSE": env_int("CHAT_RATE_STRIKES", 20),
     # Open sockets per user, across every process.
     "MAX_CONNECTIONS_PER_USER": env_int("WS_MAX_CONNECTIONS_PER_USER", 20),
+    # Admission control (realtime/admission.py, docs/deploy.md): handshakes and joins each
+    # process admits per second (burst: how many may come at once), handshakes served at
+    # once (in flight: admitted, not yet accepted); above it a handshake
+    # gets HTTP 503 + Retry-After, a join an ``unavailable`` error with retry_after. 0: off.
+    "ADMISSION_HANDSHAKES_PER_SECOND": float(env_str("WS_ADMISSION_HANDSHAKES_PER_SECOND", "500")),
+    "ADMISSION_HANDSHAKES_BURST": float(env_str("WS_ADMISSION_HANDSHAKES_BURST", "1000")),
+    "ADMISSION_HANDSHAKES_IN_FLIGHT": env_int("WS_ADMISSION_HANDSHAKES_IN_FLIGHT", 100),
+    "ADMISSION_JOINS_PER_SECOND": float(env_str("WS_ADMISSION_JOINS_PER_SECOND", "1000")),
+    "ADMISSION_JOINS_BURST": float(env_str("WS_ADMISSION_JOINS_BURST", "2000")),
     # Messages sent on join without last_seq; and the most sent on resume before reset.
     "HISTORY_PAGE": env_int("CHAT_HISTORY_PAGE", 50),
     "RESUME_CAP": env_int("CHAT_RESUME_CAP", 500),

@@ -27,6 +27,16 @@ export function backoffDelay(attempt, { baseMs = 1000, capMs = 30000, random = M
   return Math.floor(random() * ceiling);
 }
 
+// A busy server's refusal (realtime/admission.py) says when to come back: retry_after
+// seconds. Wait that, plus up to a quarter again (jitter), so the refused clients do not
+// return together. A browser cannot read a refused handshake's status or Retry-After
+// (the WebSocket API reports only a close, 1006): there the backoff above spreads them;
+// a join refused with retry_after is retried after it, on the same connection.
+export function retryAfterDelay(seconds, { random = Math.random } = {}) {
+  const ms = Math.max(0, Number(seconds) || 1) * 1000;
+  return Math.floor(ms * (1 + 0.25 * random()));
+}
+
 function newClientId() {
   if (globalThis.crypto && crypto.randomUUID) return "c-" + crypto.randomUUID();
   return "c-" + Date.now().toString(36) + "-" + Math.random().toString(36).slice(2);
@@ -475,6 +485,16 @@ export class RealtimeClient extends EventTarget {
     this._send(frame);
   }
 
+  _retryJoin(room, seconds) {
+    // Refused by a busy server: join again after its retry_after, on this connection only
+    // (a new connection re-joins every room by itself).
+    const serial = this.serial;
+    setTimeout(() => {
+      const state = this.rooms.get(room);
+      if (serial === this.serial && state && !state.joined) this._sendJoin(room);
+    }, retryAfterDelay(seconds));
+  }
+
   /** Advance a room's contiguous seq; returns false for a seq already seen. */
   _accept(room, seq) {
     const state = this.rooms.get(room);
@@ -545,6 +565,10 @@ export class RealtimeClient extends EventTarget {
         return;
       }
       case "error":
+        if (event.request_type === "join" && this.rooms.has(event.room)
+            && (event.code === ErrorCode.UNAVAILABLE || event.code === ErrorCode.RATE_LIMITED)) {
+          this._retryJoin(event.room, event.retry_after);
+        }
         if (event.client_id && this.pending.has(event.client_id)) {
           const frame = this.pending.get(event.client_id);
           if (event.code === ErrorCode.RATE_LIMITED || event.code === ErrorCode.UNAVAILABLE) {

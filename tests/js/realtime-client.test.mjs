@@ -3,7 +3,7 @@
 import test from "node:test";
 import assert from "node:assert/strict";
 
-import { backoffDelay, CloseCode, RealtimeClient } from "../../static/js/realtime-client.js";
+import { backoffDelay, CloseCode, RealtimeClient, retryAfterDelay } from "../../static/js/realtime-client.js";
 import { NO_RECONNECT } from "../../static/js/protocol-codes.js";
 import * as msgpack from "../../static/js/msgpack.js";
 
@@ -62,4 +62,27 @@ test("the close codes that forbid reconnecting (generated from realtime/protocol
   client._onClose(CloseCode.GOING_AWAY, "draining", true);
   assert.equal(client.state, "reconnecting");
   client.close(); // clears the retry timer
+});
+
+test("a busy server's retry_after is honoured, jittered: never sooner, at most a quarter again later", () => {
+  assert.equal(retryAfterDelay(2, { random: () => 0 }), 2000);
+  assert.equal(retryAfterDelay(2, { random: () => 0.999999 }), 2499);
+  const delays = Array.from({ length: 200 }, () => retryAfterDelay(4));
+  assert.ok(delays.every((d) => d >= 4000 && d < 5000));
+  assert.ok(new Set(delays).size > 100, "not jittered");
+});
+
+test("a join refused by a busy server is sent again after retry_after, on the same connection", async () => {
+  const client = new RealtimeClient({ url: "ws://unused" });
+  const sent = [];
+  client.transport = { send: (frame) => { sent.push(frame); return true; }, close() {} };
+  client.rooms.set("lobby", { lastSeq: 7, ahead: new Set(), joined: false });
+  client._onEvent({ type: "error", code: "unavailable", request_type: "join", room: "lobby", retry_after: 0.01 });
+  assert.deepEqual(sent, []);
+  await new Promise((resolve) => setTimeout(resolve, 60));
+  assert.deepEqual(sent, [{ type: "join", room: "lobby", last_seq: 7 }]);
+  client._onEvent({ type: "error", code: "unavailable", request_type: "join", room: "lobby", retry_after: 0.01 });
+  client.serial += 1; // a new connection meanwhile: it re-joins by itself, the timer does not
+  await new Promise((resolve) => setTimeout(resolve, 60));
+  assert.equal(sent.length, 1);
 });
