@@ -144,7 +144,6 @@ async def reconnect(
     joins_refused_before = sum(s.refused_joins for s in load)
     connections_before = {id(s): s.client.connections for s in load}
     cpu0 = cpu_seconds(pid) if pid else None
-    cut = time.monotonic()
     for sock in load:
         sock.client.drop()
     say(f"cut {sockets} sockets; {rate}/s messages keep flowing")
@@ -222,7 +221,8 @@ def run(*, sockets: int, rooms: int, rate: float, budget: float, deadline: float
     url = f"redis://127.0.0.1:{redis.port}/0"
     env = services.app_env(
         REDIS_URL=url, CELERY_BROKER_URL=url, SQLITE_PATH=str(tmp / "db.sqlite3"),
-        LOG_LEVEL=os.environ.get("S5_LOG_LEVEL", "WARNING"), WS_MAX_CONNECTIONS_PER_USER="1000000", CHAT_RATE_BURST="1000000", CHAT_RATE_PER_SECOND="1000000",
+        LOG_LEVEL=os.environ.get("S5_LOG_LEVEL", "WARNING"), WS_MAX_CONNECTIONS_PER_USER="1000000",
+        CHAT_RATE_BURST="1000000", CHAT_RATE_PER_SECOND="1000000",
         WS_ADMISSION_HANDSHAKES_PER_SECOND=str(budget), WS_ADMISSION_HANDSHAKES_BURST=str(budget),
         WS_ADMISSION_JOINS_PER_SECOND=str(2 * budget), WS_ADMISSION_JOINS_BURST=str(2 * budget),
         WS_ADMISSION_HANDSHAKES_IN_FLIGHT=str(in_flight),

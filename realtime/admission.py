@@ -21,7 +21,6 @@ from typing import Any
 
 from django.conf import settings
 
-
 #: The longest wait a refusal asks for, in seconds.
 MAX_WAIT = 30.0
 #: Seconds after which a handshake still counted in flight is forgotten (Daphne's own

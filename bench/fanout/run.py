@@ -1052,6 +1052,10 @@ def main(argv: list[str] | None = None) -> int:
         env_p = services.app_env(
             REDIS_URL=url_p, CELERY_BROKER_URL=url_p, **common,
             WS_MAX_CONNECTIONS_PER_USER="1000000", CHAT_RATE_BURST="1000000000", CHAT_RATE_PER_SECOND="1000000000",
+            # Admission control off, like the rate limit: these scenarios measure the cost
+            # unthrottled (bench/reconnect.py, S5, measures it on).
+            WS_ADMISSION_HANDSHAKES_PER_SECOND="0", WS_ADMISSION_HANDSHAKES_IN_FLIGHT="0",
+            WS_ADMISSION_JOINS_PER_SECOND="0",
         )
         for item in args.project_env:
             key, _, value = item.partition("=")

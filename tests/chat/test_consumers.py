@@ -247,3 +247,24 @@ async def test_json_frames_are_compact_and_unicode(alice, lobby):
     assert "héllo ✓" in raw and ", " not in raw
     await a.disconnect(timeout=5)
     await asyncio.sleep(0)
+
+
+async def test_a_join_over_the_process_budget_is_refused_with_retry_after_and_does_nothing(alice, lobby, settings):
+    """Admission control: within the join budget a join is served; over it the join gets an
+    ``unavailable`` error naming the room and a retry_after, and is not joined (no history,
+    no presence, messages of the room are not delivered); joining after the wait works."""
+    settings.REALTIME = {**settings.REALTIME, "ADMISSION_JOINS_PER_SECOND": 0.5, "ADMISSION_JOINS_BURST": 1}
+    a = await connect(alice)
+    assert (await join(a))["room"] == "lobby"
+    await drain(a)
+    await a.send_json_to({"type": "join", "room": "lobby"})
+    error = await recv(a, type_="error")
+    assert error["code"] == "unavailable" and error["request_type"] == "join" and error["room"] == "lobby"
+    assert 0 < error["retry_after"] <= 2.5
+    assert await drain(a) == []  # nothing else: no joined, no history
+    await a.send_json_to({"type": "join", "room": "general"})
+    assert (await recv(a, type_="error"))["code"] == "unavailable"
+    await a.send_json_to({"type": "message", "room": "general", "body": "x", "client_id": "c1"})
+    assert (await recv(a, type_="error"))["code"] == "not_joined"  # the refused join left no trace
+    await a.disconnect(timeout=5)
+    await asyncio.sleep(0)
