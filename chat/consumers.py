@@ -83,6 +83,9 @@ class ChatConsumer(ProtocolConsumer):
         Live messages for the room that arrive while the history is read are held back
         and replayed after it, minus those the history already carried: the client gets
         ``joined``, then every message in seq order, then live traffic, with no gap.
+        Everything the join reads from the database (the room and the permission, the
+        history, the features' snapshots) is read in one database call
+        (:meth:`_join_load`), and presence in one Redis round trip.
         """
         slug = p["room"]
         wait = admission.join_take()
@@ -91,20 +94,18 @@ class ChatConsumer(ProtocolConsumer):
             metrics.admission_refused("join")
             raise ProtocolError(ErrorCode.UNAVAILABLE, "the server is busy; join again after retry_after",
                                 room=slug, retry_after=round(wait, 3))
-        room, _membership = await db(services.room_enter)(slug=slug, user=self.user)
         rejoin = slug in self.rooms
         self.joining[slug] = []
         try:
-            # Subscribe before reading history: a message committed meanwhile is then
+            # Subscribe before reading anything: a message committed meanwhile is then
             # either in the history or arrives live (or both; the duplicate is dropped).
+            # Until the join succeeds the room's messages are only held (``accepts``),
+            # and dropped if it is refused.
             await broadcast.asubscribe(broadcast.room_group(slug), self)
-            cfg = settings.REALTIME
-            resume = await db(selectors.room_resume)(
-                room=room, last_seq=p.get("last_seq"), page=cfg["HISTORY_PAGE"], cap=cfg["RESUME_CAP"]
+            room, resume, history, extra = await db(self._join_load)(slug, p.get("last_seq"))
+            became_present, names = await presence.presence_enter(
+                room=slug, username=self.username, conn_id=self.conn_id
             )
-            history = await db(events.message_events)(resume.messages)
-            became_present = await presence.presence_join(room=slug, username=self.username, conn_id=self.conn_id)
-            names = await presence.presence_list(room=slug)
             self.rooms[slug] = resume.latest_seq
             self.room_models[slug] = room
             self.delivered[slug] = max(self.delivered.get(slug, 0), resume.latest_seq)
@@ -112,6 +113,8 @@ class ChatConsumer(ProtocolConsumer):
                 events.joined_event(room=room, seq=resume.latest_seq, presence=names, reset=resume.reset)
             )
             for event in history:
+                await self.send_event(event)
+            for event in extra:
                 await self.send_event(event)
             for event in await features.joined(self, slug, history):
                 await self.send_event(event)
@@ -130,6 +133,15 @@ class ChatConsumer(ProtocolConsumer):
             metrics.broadcast_sent(frames)
         if became_present and not rejoin:
             await broadcast.apresence_send(slug, joined=[self.username], left=[], exclude=self.conn_id)
+
+    def _join_load(self, slug: str, last_seq: int | None) -> tuple[Any, selectors.Resume, list[dict[str, Any]],
+                                                                  list[dict[str, Any]]]:
+        """Sync, in one database call: enter the room, read what to resume, and the features' snapshots."""
+        room, _membership = services.room_enter(slug=slug, user=self.user)
+        cfg = settings.REALTIME
+        resume = selectors.room_resume(room=room, last_seq=last_seq, page=cfg["HISTORY_PAGE"], cap=cfg["RESUME_CAP"])
+        history = events.message_events(resume.messages)
+        return room, resume, history, features.joined_load(self, slug, room, history)
 
     async def handle_leave(self, p: dict[str, Any]) -> None:
         """Leave a room (joined: checked by its declared permission)."""

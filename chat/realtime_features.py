@@ -48,7 +48,10 @@ chat.message(
     doc=(
         "Join a room. The reply is `joined`, then the missed messages in seq order: every "
         "message with seq > last_seq, or the latest page when last_seq is absent. Past the "
-        "resume cap, `joined` says `\"reset\": true` and only the latest page follows."
+        "resume cap, `joined` says `\"reset\": true` and only the latest page follows. A server "
+        "over its join budget answers `unavailable` with `retry_after` (seconds) and does nothing: "
+        "join again after that wait, jittered. A handshake over its budget gets HTTP 503 with "
+        "`Retry-After`."
     ),
     example={"type": "join", "room": "lobby", "last_seq": 41},
     rate_limited=False,

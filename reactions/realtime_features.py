@@ -72,11 +72,8 @@ reactions.event(
 )
 
 
-@reactions.on_join
-async def snapshot(ctx: Context, room: str, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    def load() -> list[dict[str, Any]]:
-        target = ctx.joined_room(room) or room_by_slug(slug=room)
-        return selectors.reactions_recent(room=target, since_seq=max(0, target.last_seq - RECENT), user=ctx.user)
-
-    items = await database_sync_to_async(load)()
+@reactions.on_join_load
+def snapshot(ctx: Context, room: str, value: Any, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    target = value or ctx.joined_room(room) or room_by_slug(slug=room)
+    items = selectors.reactions_recent(room=target, since_seq=max(0, target.last_seq - RECENT), user=ctx.user)
     return [events.reactions_event(room=room, items=items)]

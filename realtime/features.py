@@ -31,6 +31,8 @@ from realtime.protocol import ErrorCode, Field, MessageSpec, ProtocolError, regi
 Handler = Callable[["Context", dict[str, Any]], Awaitable[None]]
 Permission = Callable[["Context", dict[str, Any]], Awaitable[bool] | bool]
 JoinHook = Callable[["Context", str, list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
+#: ``hook(ctx, room, value, history) -> [events]``: sync, run in the join's one database call.
+JoinLoad = Callable[["Context", str, Any, list[dict[str, Any]]], list[dict[str, Any]]]
 ErrorMapper = Callable[[Any], ProtocolError]
 
 
@@ -153,10 +155,21 @@ class Feature:
         _join_hooks.append(hook)
         return hook
 
+    def on_join_load(self, hook: JoinLoad) -> JoinLoad:
+        """``def hook(ctx, room, value, history_events) -> [events]``: a snapshot read from the database.
+
+        Sync: it runs in the same database call as the join's own reads (one thread hop
+        per join for every feature together, not one each); ``value`` is the app's value
+        for the room (the chat: its Room) as that call loaded it. Sent after the history.
+        """
+        _join_loads.append(hook)
+        return hook
+
 
 _handlers: dict[str, tuple[Feature, Handler]] = {}
 _permissions: dict[str, Permission] = {}
 _join_hooks: list[JoinHook] = []
+_join_loads: list[JoinLoad] = []
 _error_maps: list[tuple[type[Exception], ErrorMapper]] = []
 _features: dict[str, Feature] = {}
 
@@ -218,6 +231,15 @@ async def joined(host: FeatureHost, room: str, history: list[dict[str, Any]]) ->
     extra: list[dict[str, Any]] = []
     for hook in _join_hooks:
         extra.extend(await hook(ctx, room, history))
+    return extra
+
+
+def joined_load(host: FeatureHost, room: str, value: Any, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Sync: the events of every feature's ``on_join_load`` snapshot (call it in the join's database call)."""
+    ctx = Context(host)
+    extra: list[dict[str, Any]] = []
+    for hook in _join_loads:
+        extra.extend(hook(ctx, room, value, history))
     return extra
 
 

@@ -117,6 +117,18 @@ async def presence_join(*, room: str, username: str, conn_id: str) -> bool:
     return bool(became)
 
 
+async def presence_enter(*, room: str, username: str, conn_id: str) -> tuple[bool, list[str]]:
+    """:func:`presence_join`, then :func:`presence_list`, in one round trip (a join needs both)."""
+    expiry = time.time() + _ttl()
+    member = member_for(username, conn_id)
+    async with redis_async().pipeline(transaction=False) as pipe:
+        pipe.eval(_JOIN, 2, _conns_key(room), _users_key(room), member, username, expiry)
+        pipe.sadd(ROOMS_KEY, room)  # after the entry: a sweep that emptied the room re-adds it (presence_sweep)
+        pipe.hkeys(_users_key(room))
+        became, _, names = await pipe.execute()
+    return bool(became), sorted(n.decode() for n in names)
+
+
 async def presence_leave(*, room: str, username: str, conn_id: str) -> bool:
     """Remove a socket from a room; True when its user has no other socket there."""
     member = member_for(username, conn_id)

@@ -47,11 +47,8 @@ receipts.event(
 )
 
 
-@receipts.on_join
-async def snapshot(ctx: Context, room: str, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    def load() -> tuple[int, list[dict[str, Any]]]:
-        target = ctx.joined_room(room) or room_by_slug(slug=room)
-        return selectors.read_seq(room=target, user=ctx.user), selectors.read_positions(room=target)
-
-    mine, positions = await database_sync_to_async(load)()
+@receipts.on_join_load
+def snapshot(ctx: Context, room: str, value: Any, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    target = value or ctx.joined_room(room) or room_by_slug(slug=room)
+    mine, positions = selectors.read_seq(room=target, user=ctx.user), selectors.read_positions(room=target)
     return [events.read_event(room=room, seq=mine), events.receipts_event(room=room, positions=positions)]
