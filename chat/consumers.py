@@ -139,7 +139,10 @@ class ChatConsumer(ProtocolConsumer):
         """Sync, in one database call: enter the room, read what to resume, and the features' snapshots."""
         room, _membership = services.room_enter(slug=slug, user=self.user)
         cfg = settings.REALTIME
-        resume = selectors.room_resume(room=room, last_seq=last_seq, page=cfg["HISTORY_PAGE"], cap=cfg["RESUME_CAP"])
+        # The room was loaded after the join subscribed (handle_join): its last_seq is a
+        # position the live stream continues from.
+        resume = selectors.room_resume(room=room, last_seq=last_seq, page=cfg["HISTORY_PAGE"], cap=cfg["RESUME_CAP"],
+                                       latest=room.last_seq)
         history = events.message_events(resume.messages)
         return room, resume, history, features.joined_load(self, slug, room, history)
 

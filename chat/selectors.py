@@ -149,9 +149,16 @@ class Resume:
     reset: bool
 
 
-def room_resume(*, room: Room, last_seq: int | None, page: int, cap: int) -> Resume:
-    """Everything after ``last_seq`` (at most ``cap``), or the latest page."""
-    latest = Room.objects.values_list("last_seq", flat=True).get(pk=room.pk)
+def room_resume(*, room: Room, last_seq: int | None, page: int, cap: int, latest: int | None = None) -> Resume:
+    """Everything after ``last_seq`` (at most ``cap``), or the latest page.
+
+    ``latest``: the room's last seq as the caller just read it (saves a query). It must
+    have been read after the caller subscribed to the room's broadcasts, as
+    ``room.last_seq`` of a room loaded after subscribing is: a message committed after
+    that read then arrives live.
+    """
+    if latest is None:
+        latest = Room.objects.values_list("last_seq", flat=True).get(pk=room.pk)
     # Pages end at ``latest``: a message committed since is sent live, and the consumer
     # drops live messages at or below ``latest``, so one past it here would arrive twice.
     if last_seq is None:

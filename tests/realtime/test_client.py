@@ -261,3 +261,36 @@ async def test_a_fresh_page_is_shown_once_and_removal_ends_a_room():
     assert got == [("joined", 3), ("message", 2), ("message", 3), ("message", 4), ("removed", None)]
     assert "lobby" not in c.rooms and client_id not in c.pending
     assert await c.confirmed(client_id) is None
+
+
+def test_a_busy_servers_retry_after_is_honoured_jittered_and_a_refused_join_is_sent_again():
+    """A 503's Retry-After is read from the response (absent or garbage: None, the backoff
+    serves); the wait is at least what the server asked and at most a quarter more; a join
+    refused with ``unavailable`` is sent again after its retry_after on the same socket."""
+    from types import SimpleNamespace
+
+    from realtime.client import retry_after_of
+
+    assert retry_after_of(SimpleNamespace(headers={"Retry-After": "3"})) == 3.0
+    assert retry_after_of(SimpleNamespace(headers={})) is None
+    assert retry_after_of(SimpleNamespace(headers={"Retry-After": "soon"})) is None
+    assert Backoff(random=lambda: 0.0).after(3) == 3.0
+    assert Backoff(random=lambda: 0.999).after(3) == pytest.approx(3.75, abs=0.01)
+
+    async def scenario() -> list[dict[str, Any]]:
+        client = ResumingClient("ws://unused/", rooms={"lobby": 7})
+        sent: list[dict[str, Any]] = []
+
+        async def send(frame: dict[str, Any]) -> bool:
+            sent.append(frame)
+            return True
+
+        client.send = send  # type: ignore[method-assign]
+        client._ws = object()
+        client._on_event({"type": "error", "code": "unavailable", "request_type": "join", "room": "lobby",
+                          "retry_after": 0.01})
+        assert sent == []
+        await asyncio.sleep(0.1)
+        return sent
+
+    assert asyncio.run(scenario()) == [{"type": "join", "room": "lobby", "last_seq": 7}]
