@@ -121,6 +121,18 @@ def rooms_visible(*, user: AbstractBaseUser) -> QuerySet[Room]:
     )
 
 
+def rooms_readable(*, user: AbstractBaseUser) -> QuerySet[Room]:
+    """The rooms ``room_access`` lets the user read, as one query (search filters by it).
+
+    The same rule as ``Access.can_read``: an active user's rooms where they hold a
+    membership that is not banned (a public room's membership comes from entering it).
+    A test holds the two to the same answer for every standing.
+    """
+    if not user.is_active:
+        return Room.objects.none()
+    return Room.objects.filter(memberships__user=user, memberships__banned=False)
+
+
 def _messages(room: Room) -> QuerySet[Message]:
     return Message.objects.filter(room=room).select_related("author", "room").prefetch_related("attachments")
 
@@ -137,6 +149,14 @@ def room_before(*, room: Room, before_seq: int, limit: int) -> list[Message]:
     page = list(_messages(room).filter(seq__lt=before_seq).order_by("-seq")[:limit])
     page.reverse()
     return page
+
+
+def room_around(*, room: Room, seq: int, limit: int) -> list[Message]:
+    """Up to ``limit`` messages centred on ``seq`` (a search hit, a reply's parent), oldest first."""
+    older = list(_messages(room).filter(seq__lt=seq).order_by("-seq")[: limit // 2])
+    older.reverse()
+    newer = list(_messages(room).filter(seq__gte=seq).order_by("seq")[: limit - len(older)])
+    return older + newer
 
 
 @dataclass(frozen=True)

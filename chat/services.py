@@ -27,6 +27,7 @@ from chat import events, moderation, selectors
 from chat.errors import Blocked, ChatError, Forbidden, MessageNotFound, RoomNotFound
 from chat.models import Announcement, BannedWord, BannedWordList, Membership, Message, Room
 from realtime import broadcast, push
+from search import services as search_index
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +122,7 @@ def message_post(
             )
             attached = attachment_services.attachments_claim(
                 room=room, author=author, ids=attachments, message=message) if attachments else ()
+            search_index.message_index(message=message, new=True)  # commits or rolls back with it
             broadcast.room_send_on_commit(room.slug, events.message_event(message, attachments=attached))
             message_postprocess_queue(message=message)
             return message, True
@@ -196,6 +198,7 @@ def _message_rewrite(message: Message, body: str, *, skip_unchanged: bool = Fals
         message.moderated_at = message.edited_at
         fields.append("moderated_at")
     message.save(update_fields=fields)
+    search_index.message_index(message=message)
     if not message.is_deleted:  # a tombstone's text is for staff only; clients never see it again
         broadcast.room_send_on_commit(message.room.slug, events.message_updated_event(message))
     return True
@@ -218,6 +221,7 @@ def message_delete(*, room: Room, user: AbstractBaseUser, message_id: int) -> Me
 def _message_tombstone(message: Message) -> Message:
     message.deleted_at = timezone.now()
     message.save(update_fields=["deleted_at"])
+    search_index.message_unindex(message_id=message.pk)
     broadcast.room_send_on_commit(message.room.slug, events.message_deleted_event(message))
     return message
 
@@ -482,6 +486,7 @@ def message_moderate(*, message_id: int) -> Message | None:
             message.body = masked
             message.moderated_at = message.edited_at = timezone.now()
             message.save(update_fields=["body", "moderated_at", "edited_at"])
+            search_index.message_index(message=message)
             broadcast.room_send_on_commit(message.room.slug, events.message_updated_event(message))
     return message
 

@@ -124,6 +124,8 @@ def room_new(request: HttpRequest) -> HttpResponse:
 def room_messages(request: HttpRequest, slug: str) -> HttpResponse:
     """A page of older messages: ``?before=SEQ`` (default: the newest), ``&limit=N`` (<= 100).
 
+    ``?around=SEQ`` instead: the messages on either side of SEQ and SEQ itself (a search hit).
+
     Members only. Sent with an ETag and a private Cache-Control, so the browser's cache
     answers repeated reads and the socket carries only live traffic.
     """
@@ -137,9 +139,13 @@ def room_messages(request: HttpRequest, slug: str) -> HttpResponse:
     try:
         limit = max(1, min(100, int(request.GET.get("limit", settings.REALTIME["HISTORY_PAGE"]))))
         before = int(request.GET["before"]) if "before" in request.GET else room.last_seq + 1
+        around = int(request.GET["around"]) if "around" in request.GET else None
     except ValueError:
-        return JsonResponse({"error": "invalid_field", "detail": "before and limit are integers"}, status=400)
-    page = selectors.room_before(room=room, before_seq=before, limit=limit)
+        return JsonResponse({"error": "invalid_field", "detail": "before, around and limit are integers"}, status=400)
+    if around is not None:
+        page = selectors.room_around(room=room, seq=around, limit=limit)
+    else:
+        page = selectors.room_before(room=room, before_seq=before, limit=limit)
     body = {
         "room": slug,
         "messages": [events.message_event(m) for m in page],
@@ -153,6 +159,6 @@ def room_messages(request: HttpRequest, slug: str) -> HttpResponse:
         response = HttpResponse(payload, content_type="application/json")
     response["ETag"] = etag
     # A page before a given seq only changes on an edit or delete: cache briefly, then revalidate.
-    patch_cache_control(response, private=True, max_age=30 if "before" in request.GET else 0)
+    patch_cache_control(response, private=True, max_age=30 if "before" in request.GET and around is None else 0)
     response["Vary"] = "Cookie"
     return response

@@ -97,6 +97,8 @@ INSTALLED_APPS = [
     "reactions",
     "receipts",
     "attachments",
+    # Full-text search of messages (SQLite FTS5 or PostgreSQL), GET /api/search/.
+    "search",
 ]
 
 MIDDLEWARE = [
@@ -239,6 +241,10 @@ if min(AXES_FAILURE_LIMIT, AXES_COOLOFF_TIME.total_seconds(), SIGNUP_LIMIT, SIGN
         "LOGIN_FAILURE_LIMIT, LOGIN_COOLOFF_SECONDS, SIGNUP_LIMIT and SIGNUP_WINDOW_SECONDS must be positive "
         "(LOGIN_THROTTLE=0 turns the log-in throttle off; see docs/deploy.md)."
     )
+
+# Searches per user: a token bucket like the sign-ups' (a search costs more than a message).
+SEARCH_RATE_BURST = env_int("SEARCH_RATE_BURST", 20)
+SEARCH_RATE_PER_SECOND = float(env_str("SEARCH_RATE_PER_SECOND", "2"))
 
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"

@@ -15,5 +15,6 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("", include("receipts.urls")),
     path("", include("attachments.urls")),
+    path("", include("search.urls")),
     path("", include("chat.urls")),
 ]

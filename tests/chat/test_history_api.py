@@ -199,3 +199,14 @@ def test_cache_control_is_private(alice, lobby, client_for):
     etag = newest["ETag"]
     not_modified = client.get(url(), HTTP_IF_NONE_MATCH=etag)
     assert not_modified.status_code == 304 and "private" in not_modified["Cache-Control"]
+
+
+def test_around_returns_the_messages_on_both_sides_of_a_seq(alice, lobby, client_for):
+    """``?around=SEQ`` (a search hit's jump): SEQ with the messages just before and after it."""
+    post(lobby, alice, 30)
+    page = client_for(alice).get(url(around=15, limit=6)).json()
+    assert [m["seq"] for m in page["messages"]] == [12, 13, 14, 15, 16, 17]
+    assert page["has_more"] is True
+    assert [m["seq"] for m in client_for(alice).get(url(around=2, limit=6)).json()["messages"]] == [1, 2, 3, 4, 5, 6]
+    for around in ("x", str(10**30)):
+        assert client_for(alice).get(url(around=around)).status_code in (200, 400)
