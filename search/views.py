@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 
 from chat import events
 from chat.selectors import room_access, room_by_slug
-from realtime.protocol import SLUG_RE
+from realtime.protocol import MAX_SEQ, SLUG_RE
 from realtime.ratelimit import bucket_take
 from search import selectors
 from search.query import QueryError, query_parse
@@ -48,8 +48,10 @@ def search(request: HttpRequest) -> JsonResponse:
     try:
         limit = max(1, min(PAGE_MAX, int(request.GET.get("limit", PAGE_DEFAULT))))
         before = int(request.GET["before"]) if "before" in request.GET else None
+        if before is not None and not 0 <= before <= MAX_SEQ:
+            raise ValueError(before)
     except ValueError:
-        return _error(400, "invalid_field", "before and limit are integers")
+        return _error(400, "invalid_field", "before is an id from next_before; limit an integer")
     room = None
     slug = request.GET.get("room")
     if slug is not None:
