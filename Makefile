@@ -14,7 +14,7 @@ run: setup
 # The whole suite against real Redis, Daphne, Celery and Chromium processes that the
 # tests start and stop themselves (tests/services.py); then the database suites again on
 # a throwaway PostgreSQL (skipped when PYTEST_ARGS narrows the run; PG_TESTS= to skip).
-PG_TESTS ?= tests/chat tests/reactions tests/receipts tests/attachments tests/reliability tests/realtime/test_settings.py
+PG_TESTS ?= tests/chat tests/reactions tests/receipts tests/attachments tests/search tests/reliability tests/realtime/test_settings.py
 
 test:
 	@bin/bootstrap --test

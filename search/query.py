@@ -3,8 +3,9 @@
 User text is never handed to FTS5 as query syntax: each word or "quoted phrase" becomes
 a quoted FTS5 string, so operators (AND, OR, NOT, NEAR, ``-``, ``^``, ``:``, parentheses)
 are just words and nothing a user types can make the query fail. A trailing ``*`` keeps
-its one meaning, a prefix. PostgreSQL gets the text through ``websearch_to_tsquery``,
-which was made for user input and never raises.
+its one meaning, a prefix. PostgreSQL gets the same terms,
+term by term: ``phraseto_tsquery`` for a word or phrase (made for user input, it never
+raises) and, for a prefix, one quoted lexeme with ``:*``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ class Term:
     def fts5(self) -> str:
         """This term as an FTS5 string: quoted, its quotes doubled, ``*`` outside the quotes."""
         return '"' + self.text.replace('"', '""') + '"' + ("*" if self.prefix else "")
+
+    def tsquery_prefix(self) -> str:
+        """This prefix term as ``to_tsquery`` text (PostgreSQL): one quoted lexeme, escaped, then ``:*``."""
+        return "'" + self.text.replace("\\", "\\\\").replace("'", "''") + "':*"
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,13 +7,16 @@ removed or banned from, or never belonged to cannot be returned, however the ind
 
 from __future__ import annotations
 
+import functools
+import operator
 from dataclasses import dataclass
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.postgres.search import SearchHeadline, SearchQuery
 from django.core.exceptions import EmptyResultSet
 from django.db import connection
-from django.db.models import F
+from django.db.models import F, Value
+from django.db.models.functions import Replace
 
 from chat.models import Message, Room
 from chat.selectors import rooms_readable
@@ -84,17 +87,35 @@ def _search_sqlite(query: Query, rooms, before: int | None, limit: int) -> list[
         return cursor.fetchall()
 
 
+def _tsquery(query: Query) -> SearchQuery:
+    """The terms as one PostgreSQL query, all of them required (as FTS5's implicit AND)."""
+    parts = [
+        SearchQuery(term.tsquery_prefix(), search_type="raw", config=PG_CONFIG) if term.prefix
+        else SearchQuery(term.text, search_type="phrase", config=PG_CONFIG)
+        for term in query.terms
+    ]
+    return functools.reduce(operator.and_, parts)
+
+
+#: ts_headline's parser drops what looks like an HTML tag; these stand in for < and >
+#: while it runs (private-use characters, put back before the HTML is escaped).
+_LT, _GT = "\ue0f0", "\ue0f1"
+_TAGS_BACK = str.maketrans({_LT: "<", _GT: ">"})
+
+
 def _search_postgres(query: Query, rooms, before: int | None, limit: int) -> list[tuple[int, str]]:
-    tsquery = SearchQuery(query.text, search_type="websearch", config=PG_CONFIG)
+    tsquery = _tsquery(query)
     found = MessageVector.objects.filter(
         vector=tsquery, message__deleted_at__isnull=True, message__room_id__in=rooms
     )
     if before is not None:
         found = found.filter(message_id__lt=before)
+    body = Replace(Replace(F("message__body"), Value("<"), Value(_LT)), Value(">"), Value(_GT))
     found = found.annotate(
         marked=SearchHeadline(
-            F("message__body"), tsquery, config=PG_CONFIG, start_sel=MARK_START, stop_sel=MARK_END,
+            body, tsquery, config=PG_CONFIG, start_sel=MARK_START, stop_sel=MARK_END,
             max_words=SNIPPET_TOKENS, min_words=SNIPPET_TOKENS // 2,
         )
     )
-    return list(found.order_by("-message_id").values_list("message_id", "marked")[:limit])
+    rows = found.order_by("-message_id").values_list("message_id", "marked")[:limit]
+    return [(pk, marked.translate(_TAGS_BACK)) for pk, marked in rows]

@@ -347,6 +347,8 @@ export const page = {
   renderRooms,
   messageNode: (seq) => els.messages.querySelector(`li[data-seq="${seq}"]`),
   el,
+  openRoom, // search: open the room of a hit
+  showMessage, // search: insert the messages around a hit, in seq order
 };
 
 window.chatClient = client; // for tests and debugging in DevTools
