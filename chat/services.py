@@ -122,7 +122,7 @@ def message_post(
             )
             attached = attachment_services.attachments_claim(
                 room=room, author=author, ids=attachments, message=message) if attachments else ()
-            search_index.message_index(message=message, new=True)  # commits or rolls back with it
+            search_index.message_index(message=message)  # commits or rolls back with it
             broadcast.room_send_on_commit(room.slug, events.message_event(message, attachments=attached))
             message_postprocess_queue(message=message)
             return message, True

@@ -26,8 +26,11 @@ def is_postgres() -> bool:
     return connection.vendor == "postgresql"
 
 
-def message_index(*, message: Message, new: bool = False) -> None:
-    """Index the message's current body (``new``: it was never indexed); a deleted one is unindexed."""
+def message_index(*, message: Message) -> None:
+    """Index the message's current body, replacing what was indexed for it; a deleted one is unindexed.
+
+    Always an upsert, so an index that drifted (a restored database) cannot fail a post.
+    """
     if message.is_deleted:
         message_unindex(message_id=message.pk)
         return
@@ -39,8 +42,25 @@ def message_index(*, message: Message, new: bool = False) -> None:
                 [message.pk, PG_CONFIG, message.body],
             )
         else:
-            verb = "INSERT" if new else "INSERT OR REPLACE"
-            cursor.execute(f"{verb} INTO {FTS_TABLE} (rowid, body) VALUES (%s, %s)", [message.pk, message.body])
+            cursor.execute(
+                f"INSERT OR REPLACE INTO {FTS_TABLE} (rowid, body) VALUES (%s, %s)", [message.pk, message.body]
+            )
+
+
+def messages_index(*, messages: list[Message]) -> None:
+    """Index new messages stored together (a batch of posts): one statement for all of them."""
+    rows = [(m.pk, m.body) for m in messages if not m.is_deleted]
+    if not rows:
+        return
+    with connection.cursor() as cursor:
+        if is_postgres():
+            cursor.executemany(
+                f"INSERT INTO {PG_TABLE} (message_id, vector) VALUES (%s, to_tsvector('{PG_CONFIG}'::regconfig, %s)) "
+                "ON CONFLICT (message_id) DO UPDATE SET vector = EXCLUDED.vector",
+                rows,
+            )
+        else:
+            cursor.executemany(f"INSERT OR REPLACE INTO {FTS_TABLE} (rowid, body) VALUES (%s, %s)", rows)
 
 
 def message_unindex(*, message_id: int) -> None:

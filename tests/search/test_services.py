@@ -86,3 +86,14 @@ def test_flush_empties_the_fts_index(members, lobby):
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT count(*) FROM {search_services.FTS_TABLE}")
         assert cursor.fetchone()[0] == 0
+
+
+def test_a_batch_of_new_messages_is_indexed_in_one_call(members, lobby):
+    """messages_index (for batched posts) makes every new message findable, and skips tombstones."""
+    alice, _ = members
+    rows = Message.objects.bulk_create([
+        Message(room=lobby, author=alice, body="batch one", seq=1),
+        Message(room=lobby, author=alice, body="batch two", seq=2, deleted_at="2026-01-01T00:00:00Z"),
+    ])
+    search_services.messages_index(messages=rows)
+    assert found(alice, "batch") == ["batch one"]
