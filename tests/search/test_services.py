@@ -19,6 +19,15 @@ def found(user, text: str) -> list[str]:
     return [hit.message.body for hit in message_search(user=user, query=query_parse(text)).hits]
 
 
+def indexed() -> set[int]:
+    """The message ids the index holds (either backend)."""
+    table, column = ((search_services.PG_TABLE, "message_id") if search_services.is_postgres()
+                     else (search_services.FTS_TABLE, "rowid"))
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {column} FROM {table}")
+        return {row[0] for row in cursor.fetchall()}
+
+
 def test_post_edit_and_delete_keep_the_index_in_step(members, lobby):
     """Posted: found; edited: found by the new words only; deleted: found no more."""
     alice, _ = members
@@ -29,6 +38,7 @@ def test_post_edit_and_delete_keep_the_index_in_step(members, lobby):
     assert found(alice, "annual") == ["the annual summary"]
     services.message_delete(room=lobby, user=alice, message_id=message.pk)
     assert found(alice, "annual") == []
+    assert message.pk not in indexed()  # gone from the index itself, not only filtered out
 
 
 def test_staff_edit_remove_and_moderation_mask_keep_the_index_in_step(members, lobby):
@@ -43,6 +53,7 @@ def test_staff_edit_remove_and_moderation_mask_keep_the_index_in_step(members, l
     assert found(alice, "fix") == ["fix this *****"]
     services.message_remove(message=Message.objects.get(pk=message.pk))
     assert found(alice, "fix") == []
+    assert message.pk not in indexed()
 
 
 def test_a_hidden_message_leaves_the_index(members, lobby):
@@ -52,6 +63,7 @@ def test_a_hidden_message_leaves_the_index(members, lobby):
     services.banned_word_add(word="cheapmeds", action="hide")
     services.message_moderate(message_id=message.pk)
     assert found(alice, "buy") == []
+    assert message.pk not in indexed()
 
 
 def test_a_rolled_back_post_is_not_indexed(members, lobby):
