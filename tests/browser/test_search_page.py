@@ -13,7 +13,7 @@ from tests.browser.login import submit_login
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "img"  # beside the README's other screens
 
 
 def _in_thread(fn: Any) -> Any:
@@ -89,6 +89,9 @@ def test_search_shows_readable_hits_and_jumps_to_an_old_message(browser, daphne,
         assert lobby_hit.locator("mark").inner_text() == "launch"
         assert lobby_hit.locator("b").count() == 0 and "<b>ready</b>" in lobby_hit.inner_text()
         _screenshot(page, "search-1280x800.png")
+        page.emulate_media(color_scheme="dark")
+        _screenshot(page, "search-1280x800-dark.png")
+        page.emulate_media(color_scheme="light")
         # Jump to the old message of the open room: it is shown, with the messages around it.
         lobby_hit.click()
         page.wait_for_selector("#messages li[data-seq='10'].jumped")
@@ -119,7 +122,7 @@ def test_search_shows_readable_hits_and_jumps_to_an_old_message(browser, daphne,
 
 
 def test_search_on_a_phone_fits_the_screen(browser, daphne, rooms):
-    """At 390x844 the results panel fits its column (adds no sideways scroll) and a tap on a hit jumps."""
+    """At 390x844 the results panel fits the screen (adds no sideways scroll) and a tap on a hit jumps."""
     page = _open(browser, daphne, {"width": 390, "height": 844}, is_mobile=True, has_touch=True)
     try:
         width_before = page.evaluate("() => document.documentElement.scrollWidth")
@@ -131,7 +134,10 @@ def test_search_on_a_phone_fits_the_screen(browser, daphne, rooms):
         column = page.locator("section.room").bounding_box()
         assert column["x"] <= panel["x"] and panel["x"] + panel["width"] <= column["x"] + column["width"] + 1
         assert page.evaluate("() => document.documentElement.scrollWidth") <= width_before
+        assert panel["x"] >= 0 and panel["x"] + panel["width"] <= 390, panel  # the screen itself
         _screenshot(page, "search-390x844.png")
+        page.emulate_media(color_scheme="dark")
+        _screenshot(page, "search-390x844-dark.png")
         page.locator("#search-results .search-open[data-room='lobby']").tap()
         page.wait_for_selector("#messages li[data-seq='10'].jumped")
     finally:
