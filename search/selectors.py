@@ -57,7 +57,8 @@ def message_search(
         readable = readable.filter(pk=room.pk)
     search = _search_postgres if is_postgres() else _search_sqlite
     found = search(query, readable.order_by().values("pk"), before, limit + 1)
-    messages = Message.objects.select_related("room", "author").in_bulk([pk for pk, _ in found[:limit]])
+    # No ordering: the page keeps the index's order (the default, room then seq, would sort a join).
+    messages = Message.objects.select_related("room", "author").order_by().in_bulk([pk for pk, _ in found[:limit]])
     hits = [Hit(messages[pk], highlight_html(marked)) for pk, marked in found[:limit] if pk in messages]
     return SearchPage(hits, found[limit - 1][0] if len(found) > limit else None)
 
