@@ -157,6 +157,7 @@ class ChatConsumer(ProtocolConsumer):
         message, created = await db(services.message_post)(
             room=room, author=self.user, body=p["body"], client_id=p.get("client_id"),
             attachments=p.get("attachments", ()),
+            reply_to=p.get("reply_to"),
         )
         if not created:
             await self.send_event(await db(events.message_event)(message))

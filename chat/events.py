@@ -22,12 +22,35 @@ def _ts(value) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+#: How much of a quoted message a reply carries.
+EXCERPT_CHARS = 140
+
+
+def display_name(user) -> str:
+    """What the page shows for a person: the full name, else the username."""
+    return user.get_full_name().strip() or user.get_username()
+
+
+def reply_quote(quoted: Message | None) -> dict[str, Any] | None:
+    """What a reply shows of the message it quotes; ``deleted`` (and no text) once that is deleted."""
+    if quoted is None:
+        return None
+    quote: dict[str, Any] = {"seq": quoted.seq, "id": quoted.pk, "author": quoted.author.get_username(),
+                             "author_name": display_name(quoted.author), "deleted": quoted.is_deleted,
+                             "excerpt": ""}
+    if not quoted.is_deleted:
+        text = " ".join(quoted.body.split())
+        quote["excerpt"] = text if len(text) <= EXCERPT_CHARS else text[: EXCERPT_CHARS - 1] + "…"
+    return quote
+
+
 def message_event(message: Message, *, attachments: Iterable[Any] | None = None) -> dict[str, Any]:
     """``message`` for a live message; a ``message.deleted`` tombstone for a deleted one.
 
     History sends tombstones too, so a client sees every seq and never mistakes a
     deleted message for a gap. ``attachments``: the message's, when the caller has them
-    (a new message); else they are read (prefetched by history). Sent only when there are some.
+    (a new message); else they are read (prefetched by history). Sent only when there are some. ``html`` is the body as rendered when it was
+    written (chat.markup): the event carries it, nothing renders per delivery.
     """
     if message.is_deleted:
         return message_deleted_event(message)
@@ -37,10 +60,14 @@ def message_event(message: Message, *, attachments: Iterable[Any] | None = None)
         "seq": message.seq,
         "id": message.pk,
         "author": message.author.get_username(),
+        "author_name": display_name(message.author),
         "body": message.body,
+        "html": message.html,
         "client_id": message.client_id,
         "ts": _ts(message.created_at),
     }
+    if message.reply_to_id is not None:
+        event["reply_to"] = reply_quote(message.reply_to)
     if message.edited_at is not None:
         event["edited_ts"] = _ts(message.edited_at)
     files = attachments_of(message) if attachments is None else [attachment_event(a) for a in attachments]
@@ -57,6 +84,7 @@ def message_updated_event(message: Message) -> dict[str, Any]:
         "seq": message.seq,
         "id": message.pk,
         "body": message.body,
+        "html": message.html,
         "edited_ts": _ts(message.edited_at),
     }
 

@@ -28,7 +28,7 @@ from markdown_it import MarkdownIt
 from markdown_it.common.utils import escapeHtml
 from markdown_it.token import Token
 
-# The same @username as the mention notifications (chat.services.MENTION_RE).
+# @username: highlighted here, and what chat.services.mentions_notify notifies (mentions_find).
 MENTION_RE = re.compile(r"(?<![\w@])@([\w.@+-]{1,150})")
 
 ALLOWED_TAGS = frozenset({

@@ -65,6 +65,10 @@ class Message(models.Model):
     room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="messages")
     author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="messages")
     body = models.TextField()
+    #: ``body`` rendered by chat.markup.body_render when it was written: the sanitised HTML pages insert.
+    html = models.TextField(blank=True, default="")
+    #: The earlier message of the same room this one quotes (chat.services validates the room).
+    reply_to = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     seq = models.BigIntegerField()
     client_id = models.CharField(max_length=64, null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)

@@ -68,13 +68,17 @@ chat.message(
         Field("client_id", check_client_id, required=False, doc="idempotency key chosen by the client"),
         Field("attachments", _attachment_ids, required=False,
               doc="ids of your uploads to this room not sent yet (POST /api/rooms/<slug>/uploads/), at most 10"),
+        Field("reply_to", check_seq, required=False,
+              doc="seq of an earlier message of the room to quote (not deleted); else `message_not_found`"),
     ),
     permission=_joined,
     doc=(
         "Post a message. Everyone in the room, on every server process, receives the `message` "
-        "event. Repeating a client_id creates nothing: the sender gets the original back."
+        "event. Repeating a client_id creates nothing: the sender gets the original back. "
+        "`reply_to` quotes an earlier message of the same room."
     ),
-    example={"type": "message", "room": "lobby", "body": "Hello!", "client_id": "c-1f2e", "attachments": [12]},
+    example={"type": "message", "room": "lobby", "body": "Hello!", "client_id": "c-1f2e", "attachments": [12],
+             "reply_to": 41},
 )
 chat.message(
     "edit",
@@ -104,17 +108,26 @@ chat.event("joined", doc="Reply to `join`: the latest seq and who is present.",
 chat.event("left", doc="Reply to `leave`.", example={"type": "left", "room": "lobby"})
 chat.event("removed", doc="You were removed from a room (kicked or banned); do not rejoin automatically.",
            example={"type": "removed", "room": "lobby", "reason": "banned"})
-chat.event("message", doc="A chat message, to everyone in the room (including the sender). `attachments` "
-           "(only when it has some): each file's id, name, size in bytes, sniffed content_type, url, and "
-           "`thumbnail_url` for pictures; the URLs answer only readers of the room.",
-           example={"type": "message", "room": "lobby", "seq": 42, "id": 7, "author": "alice",
-                    "body": "Hello!", "client_id": "c-1f2e", "ts": "2026-11-25T15:00:00.000000+00:00",
-                    "attachments": [{"id": 12, "name": "cat.jpg", "size": 48213, "content_type": "image/jpeg",
-                                     "url": "/files/3q2V7wZkVx0aP1dQ/",
-                                     "thumbnail_url": "/files/3q2V7wZkVx0aP1dQ/thumbnail/"}]})
-chat.event("message.updated", doc="A message was edited (or masked by moderation).",
+chat.event("message", doc=(
+    "A chat message, to everyone in the room (including the sender). `body` is the source text; "
+    "`html` is its Markdown subset rendered and sanitised on the server when it was written "
+    "(pages insert it as is; everything else is text). `author_name` is the full name, else the "
+    "username. `reply_to` (only on replies) is the quoted message: its seq, author and an "
+    "excerpt, or `\"deleted\": true` and no excerpt once it is deleted. `edited_ts` only after an edit. "
+    "`attachments` (only when it has some): each file's id, name, size in bytes, sniffed content_type, url, and "
+    "`thumbnail_url` for pictures; the URLs answer only readers of the room."),
+    example={"type": "message", "room": "lobby", "seq": 42, "id": 7, "author": "alice",
+             "author_name": "Alice Liddell", "body": "**Hello!**", "html": "<p><strong>Hello!</strong></p>",
+             "client_id": "c-1f2e", "ts": "2026-11-25T15:00:00.000000+00:00",
+             "reply_to": {"seq": 41, "id": 6, "author": "bob", "author_name": "bob", "deleted": False,
+                          "excerpt": "Anyone here?"},
+             "attachments": [{"id": 12, "name": "cat.jpg", "size": 48213, "content_type": "image/jpeg",
+                              "url": "/files/3q2V7wZkVx0aP1dQ/",
+                              "thumbnail_url": "/files/3q2V7wZkVx0aP1dQ/thumbnail/"}]})
+chat.event("message.updated", doc="A message was edited (or masked by moderation); `html` is re-rendered.",
            example={"type": "message.updated", "room": "lobby", "seq": 42, "id": 7,
-                    "body": "Hello, all!", "edited_ts": "2026-11-25T15:01:00.000000+00:00"})
+                    "body": "Hello, all!", "html": "<p>Hello, all!</p>",
+                    "edited_ts": "2026-11-25T15:01:00.000000+00:00"})
 chat.event("message.deleted", doc="A message was deleted; clients remove it.",
            example={"type": "message.deleted", "room": "lobby", "seq": 42, "id": 7})
 chat.event("typing", doc="Someone else is typing.", example={"type": "typing", "room": "lobby", "user": "bob"})

@@ -134,7 +134,8 @@ def rooms_readable(*, user: AbstractBaseUser) -> QuerySet[Room]:
 
 
 def _messages(room: Room) -> QuerySet[Message]:
-    return Message.objects.filter(room=room).select_related("author", "room").prefetch_related("attachments")
+    return (Message.objects.filter(room=room).select_related("author", "room", "reply_to__author")
+            .prefetch_related("attachments"))
 
 
 def room_latest(*, room: Room, limit: int) -> list[Message]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
 import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -23,7 +22,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from attachments import services as attachment_services
-from chat import events, moderation, selectors
+from chat import events, markup, moderation, selectors
 from chat.errors import Blocked, ChatError, Forbidden, MessageNotFound, RoomNotFound
 from chat.models import Announcement, BannedWord, BannedWordList, Membership, Message, Room
 from realtime import broadcast, push
@@ -81,7 +80,7 @@ def _postable_membership(room: Room, user: AbstractBaseUser) -> Membership:
 
 def message_post(
     *, room: Room, author: AbstractBaseUser, body: str, client_id: str | None = None,
-    attachments: Sequence[int] = (),
+    attachments: Sequence[int] = (), reply_to: int | None = None,
 ) -> tuple[Message, bool]:
     """Store a message with the room's next seq and broadcast it after commit.
 
@@ -100,10 +99,14 @@ def message_post(
 
     The banned-words filter runs before anything is stored: *mask* words are stored (and
     so broadcast, served and mentioned) starred out; a *hide* word refuses the post
-    (``blocked``) and stores nothing.
+    (``blocked``) and stores nothing. The stored body is rendered to ``html`` here, once:
+    every delivery carries that string.
 
     ``attachments`` (upload ids) are attached in the same transaction: any that is not
     the author's own unsent upload to this room refuses the post (``invalid_attachment``).
+
+    ``reply_to`` is the seq of an earlier, not deleted message of the same room that this
+    one quotes; any other seq is refused (``message_not_found``) and stores nothing.
     """
     try:
         with transaction.atomic():
@@ -115,10 +118,11 @@ def message_post(
                 if original is None:
                     raise
                 return original, False  # stored before the word was banned: a resend gets it back
+            quoted = _reply_target(room, reply_to) if reply_to is not None else None
             seq = _seq_next(room)
             message = Message.objects.create(
-                room=room, author=author, body=body, seq=seq, client_id=client_id,
-                moderated_at=timezone.now() if moderated else None,
+                room=room, author=author, body=body, html=markup.body_render(body), seq=seq,
+                client_id=client_id, reply_to=quoted, moderated_at=timezone.now() if moderated else None,
             )
             attached = attachment_services.attachments_claim(
                 room=room, author=author, ids=attachments, message=message) if attachments else ()
@@ -138,6 +142,18 @@ def _original(room: Room, author: AbstractBaseUser, client_id: str | None) -> Me
     if client_id is None:
         return None
     return Message.objects.filter(room=room, author=author, client_id=client_id).first()
+
+
+def _reply_target(room: Room, seq: int) -> Message:
+    """The message of ``room`` with this seq that a new message may quote: it exists and is not deleted.
+
+    Looked up by the unique (room, seq): a seq of another room, or past the room's last
+    seq, matches nothing here.
+    """
+    quoted = Message.objects.select_related("author").filter(room=room, seq=seq).first()
+    if quoted is None or quoted.is_deleted:
+        raise MessageNotFound("the message you reply to does not exist", room=room.slug, reply_to=seq)
+    return quoted
 
 
 def _body_moderated(body: str, *, room: Room, **context: Any) -> tuple[str, bool]:
@@ -192,8 +208,9 @@ def _message_rewrite(message: Message, body: str, *, skip_unchanged: bool = Fals
     if skip_unchanged and body == message.body:
         return False
     message.body = body
+    message.html = markup.body_render(body)
     message.edited_at = timezone.now()
-    fields = ["body", "edited_at"]
+    fields = ["body", "html", "edited_at"]
     if moderated:
         message.moderated_at = message.edited_at
         fields.append("moderated_at")
@@ -341,8 +358,6 @@ def member_kick(*, room_slug: str, user_id: int) -> None:
 
 # --- Server-initiated events (Celery tasks call these) -----------------------------
 
-MENTION_RE = re.compile(r"(?<![\w@])@([\w.@+-]{1,150})")
-
 
 def _enqueue_on_commit(task: Any, *args: Any) -> None:
     """Queue a Celery task after commit; a broker outage is logged, never fails the write."""
@@ -484,8 +499,9 @@ def message_moderate(*, message_id: int) -> Message | None:
         masked = word_filter.masked(message.body)
         if masked != message.body:
             message.body = masked
+            message.html = markup.body_render(masked)
             message.moderated_at = message.edited_at = timezone.now()
-            message.save(update_fields=["body", "moderated_at", "edited_at"])
+            message.save(update_fields=["body", "html", "moderated_at", "edited_at"])
             search_index.message_index(message=message)
             broadcast.room_send_on_commit(message.room.slug, events.message_updated_event(message))
     return message
@@ -500,7 +516,7 @@ def mentions_notify(*, message_id: int) -> list[str]:
     message = Message.objects.select_related("room", "author").filter(pk=message_id).first()
     if message is None or message.is_deleted:
         return []
-    names = set(MENTION_RE.findall(message.body)) - {message.author.get_username()}
+    names = markup.mentions_find(message.body) - {message.author.get_username()}
     if not names:
         return []
     room = message.room

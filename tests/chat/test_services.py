@@ -507,3 +507,88 @@ def test_banned_word_add_refuses_blanks_and_duplicates():
         with pytest.raises(ValidationError):
             services.banned_word_add(word=word, action="mask")
     assert moderation.word_filter_load().version == version
+
+
+# --- formatting and replies ----------------------------------------------------------
+
+
+def test_post_stores_the_rendered_html_once_and_reads_never_render(alice, lobby, monkeypatch):
+    """The body's HTML is rendered when the message is written and stored; history reads the stored string."""
+    from chat import events, markup
+
+    calls: list[str] = []
+    real = markup.body_render
+    monkeypatch.setattr(markup, "body_render", lambda body: calls.append(body) or real(body))
+    message, _ = services.message_post(room=lobby, author=alice, body="**hi** @bob <b>x</b>")
+    assert calls == ["**hi** @bob <b>x</b>"]
+    stored = Message.objects.get(pk=message.pk)
+    assert stored.body == "**hi** @bob <b>x</b>"  # the source stays as typed
+    assert stored.html == '<p><strong>hi</strong> <span class="mention">@bob</span> &lt;b&gt;x&lt;/b&gt;</p>'
+    page = events.message_events(selectors.room_latest(room=lobby, limit=10))
+    assert page[0]["html"] == stored.html
+    assert calls == ["**hi** @bob <b>x</b>"]
+
+
+async def test_edit_re_renders_and_broadcasts_the_new_html(alice, lobby):
+    """An edit stores the new body's HTML and message.updated carries it."""
+    message, _ = await sync_to_async(services.message_post)(room=lobby, author=alice, body="plain")
+    async with GroupListener("room.lobby") as room:
+        await sync_to_async(services.message_edit)(room=lobby, user=alice, message_id=message.pk, body="*now*")
+        updated = (await room.next())["event"]
+    assert updated["html"] == "<p><em>now</em></p>"
+    assert (await sync_to_async(Message.objects.get)(pk=message.pk)).html == "<p><em>now</em></p>"
+
+
+def test_staff_edit_and_moderation_mask_re_render(alice, lobby):
+    """The admin's edit and the moderation hook's mask both leave html in step with the body."""
+    message, _ = services.message_post(room=lobby, author=alice, body="first")
+    services.message_edit_by_staff(message=message, body="**second**")
+    assert Message.objects.get(pk=message.pk).html == "<p><strong>second</strong></p>"
+    BannedWord.objects.create(word="heck", action=BannedWord.Action.MASK)  # no bump: the post path misses it
+    late, _ = services.message_post(room=lobby, author=alice, body="what the heck")
+    services.message_moderate(message_id=late.pk)
+    late.refresh_from_db()
+    assert late.body == "what the ****" and late.html == "<p>what the ****</p>"
+
+
+def test_masked_post_renders_the_masked_body(alice, lobby):
+    """A masked word is starred out in the stored html too, not only in the body."""
+    services.banned_word_add(word="darn", action="mask")
+    message, _ = services.message_post(room=lobby, author=alice, body="oh darn it, *darn*")
+    assert message.body == "oh **** it, ******" and "darn" not in message.html
+
+
+def test_reply_quotes_an_earlier_message_of_the_same_room(alice, bob, lobby):
+    """reply_to is the seq of an earlier message of the room; the event carries its author and an excerpt."""
+    from chat import events
+
+    bob.first_name, bob.last_name = "Bob", "Builder"
+    bob.save()
+    original, _ = services.message_post(room=lobby, author=bob, body="can   we\nfix it? " + "x" * 300)
+    reply, _ = services.message_post(room=lobby, author=alice, body="yes", reply_to=original.seq)
+    assert Message.objects.get(pk=reply.pk).reply_to_id == original.pk
+    quote = events.message_event(reply)["reply_to"]
+    assert quote["seq"] == 1 and quote["author"] == "bob" and quote["author_name"] == "Bob Builder"
+    assert quote["deleted"] is False and quote["excerpt"].startswith("can we fix it? xxx")
+    assert len(quote["excerpt"]) == events.EXCERPT_CHARS
+    assert "reply_to" not in events.message_event(original)
+    # Deleting the original turns the quote into a tombstone, in history too.
+    services.message_delete(room=lobby, user=bob, message_id=original.pk)
+    page = events.message_events(selectors.room_latest(room=lobby, limit=10))
+    assert page[1]["reply_to"] == {"seq": 1, "id": original.pk, "author": "bob", "author_name": "Bob Builder",
+                                   "deleted": True, "excerpt": ""}
+
+
+def test_reply_to_another_room_a_future_or_a_deleted_message_is_refused(alice, lobby):
+    """A reply_to that is not an earlier, live message of this room is message_not_found and stores nothing."""
+    other = services.room_create(slug="other", title="Other", created_by=alice)
+    services.message_post(room=other, author=alice, body="elsewhere")  # seq 1 of another room
+    services.message_post(room=other, author=alice, body="elsewhere 2")
+    gone, _ = services.message_post(room=lobby, author=alice, body="gone")
+    services.message_delete(room=lobby, user=alice, message_id=gone.pk)
+    for seq in (2, 99, gone.seq, 0):
+        with pytest.raises(services.ServiceError) as info:
+            services.message_post(room=lobby, author=alice, body="re", reply_to=seq)
+        assert info.value.code == "message_not_found"
+    assert seqs(lobby) == [1]
+    assert Room.objects.get(pk=lobby.pk).last_seq == 1  # a refused reply takes no seq
