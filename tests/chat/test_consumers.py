@@ -268,3 +268,45 @@ async def test_a_join_over_the_process_budget_is_refused_with_retry_after_and_do
     assert (await recv(a, type_="error"))["code"] == "not_joined"  # the refused join left no trace
     await a.disconnect(timeout=5)
     await asyncio.sleep(0)
+
+
+async def test_reply_and_formatting_reach_the_room_and_a_bad_reply_to_is_an_error_frame(alice, bob, lobby):
+    """A reply carries its quote and the rendered html to everyone; a reply_to of nothing is refused, nothing sent."""
+    a, b = await connect(alice), await connect(bob)
+    await join(a)
+    await join(b)
+    await b.send_json_to({"type": "message", "room": "lobby", "body": "who has **the key**?"})
+    original = await recv(a, type_="message")
+    assert original["html"] == "<p>who has <strong>the key</strong>?</p>" and original["author_name"] == "bob"
+    await recv(b, type_="message")
+    await a.send_json_to({"type": "message", "room": "lobby", "body": "me, @bob", "reply_to": original["seq"]})
+    reply = await recv(b, type_="message")
+    assert reply == await recv(a, type_="message")
+    assert reply["html"] == '<p>me, <span class="mention">@bob</span></p>'
+    assert reply["reply_to"] == {"seq": original["seq"], "id": original["id"], "author": "bob",
+                                 "author_name": "bob", "deleted": False, "excerpt": "who has **the key**?"}
+    for bad in (99, "1", -1):
+        await a.send_json_to({"type": "message", "room": "lobby", "body": "lost", "reply_to": bad})
+        error = await recv(a)
+        assert error["type"] == "error", error
+        assert error["code"] == ("message_not_found" if bad == 99 else "invalid_field")
+    assert await drain(b) == []  # nothing reached the room
+    await a.send_json_to({"type": "ping", "t": 1})
+    assert (await recv(a, type_="pong"))["t"] == 1
+    await a.disconnect(timeout=5)
+    await b.disconnect(timeout=5)
+
+
+async def test_edit_reaches_every_socket_with_the_new_html(alice, bob, lobby):
+    """An edit over the socket re-renders: message.updated carries the new html to every tab."""
+    a, b = await connect(alice), await connect(bob)
+    await join(a)
+    await join(b)
+    await a.send_json_to({"type": "message", "room": "lobby", "body": "draft"})
+    posted = await recv(b, type_="message")
+    await a.send_json_to({"type": "edit", "room": "lobby", "id": posted["id"], "body": "~~draft~~ final"})
+    for comm in (a, b):
+        updated = await recv(comm, type_="message.updated")
+        assert updated["html"] == "<p><s>draft</s> final</p>" and updated["body"] == "~~draft~~ final"
+    await a.disconnect(timeout=5)
+    await b.disconnect(timeout=5)

@@ -211,3 +211,18 @@ def test_around_returns_the_messages_on_both_sides_of_a_seq(alice, lobby, client
     assert [m["seq"] for m in client_for(alice).get(url(around=2, limit=6)).json()["messages"]] == [1, 2, 3, 4, 5, 6]
     for around in ("x", str(10**30)):
         assert client_for(alice).get(url(around=around)).status_code in (200, 400)
+
+
+def test_history_carries_html_and_reply_quotes_with_tombstones(alice, lobby, client_for):
+    """History serves the stored html and each reply's quote; a deleted original shows as a tombstone quote."""
+    original, _ = services.message_post(room=lobby, author=alice, body="see https://example.com")
+    services.message_post(room=lobby, author=alice, body="again", reply_to=original.seq)
+    client = client_for(alice)
+    first, reply = client.get(url()).json()["messages"]
+    assert first["html"] == ('<p>see <a href="https://example.com" target="_blank"'
+                             ' rel="nofollow noopener noreferrer">https://example.com</a></p>')
+    assert reply["reply_to"]["seq"] == 1 and reply["reply_to"]["excerpt"] == "see https://example.com"
+    services.message_delete(room=lobby, user=alice, message_id=original.pk)
+    tomb, reply = client.get(url()).json()["messages"]
+    assert tomb["type"] == "message.deleted"
+    assert reply["reply_to"]["deleted"] is True and reply["reply_to"]["excerpt"] == ""
