@@ -19,7 +19,10 @@ from realtime.protocol import ROOM, Field, ProtocolError, body_check, check_clie
 #: At most this many attachments on one message (attachments.services checks it again).
 MAX_ATTACHMENTS = 10
 
-chat = feature("chat", doc="Rooms and their messages: join, post, edit, delete, typing, mentions, announcements.")
+chat = feature(
+    "chat", doc="Rooms and their messages: join, post, edit, delete, typing, mentions, announcements.",
+    scripts=("js/features/conversation.js",),
+)
 
 
 def _body(value: Any) -> str:

@@ -133,6 +133,12 @@ def rooms_readable(*, user: AbstractBaseUser) -> QuerySet[Room]:
     return Room.objects.filter(memberships__user=user, memberships__banned=False)
 
 
+def rooms_moderated(*, user: AbstractBaseUser) -> list[str]:
+    """The slugs of the rooms the user moderates (the page offers Delete on anyone's message there)."""
+    return list(Membership.objects.filter(user=user, role=Membership.Role.MODERATOR, banned=False)
+                .values_list("room__slug", flat=True).order_by())
+
+
 def _messages(room: Room) -> QuerySet[Message]:
     return (Message.objects.filter(room=room).select_related("author", "room", "reply_to__author")
             .prefetch_related("attachments"))

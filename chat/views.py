@@ -46,6 +46,7 @@ def index(request: HttpRequest) -> HttpResponse:
         "room": request.GET.get("room") or (rooms[0]["slug"] if rooms else None),
         "maxBody": settings.REALTIME["MAX_BODY_CHARS"],
         "pingMs": settings.REALTIME["CLIENT_PING_MS"],
+        "moderates": selectors.rooms_moderated(user=request.user),
     }
     context = {"config": config, "room_form": RoomForm(), "feature_scripts": features.scripts()}
     return render(request, "chat/index.html", context)

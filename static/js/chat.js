@@ -1,5 +1,6 @@
 // The chat page: room list with unread counts, messages, composer, presence, typing.
-// All socket work is in realtime-client.js. User text is rendered with textContent only.
+// All socket work is in realtime-client.js. User text is rendered with textContent only,
+// except a message's `html`: the server rendered and sanitised it (chat/markup.py, nh3).
 
 import { RealtimeClient } from "./realtime-client.js";
 import { CloseCode, ErrorCode } from "./protocol-codes.js";
@@ -87,10 +88,22 @@ function messageNode(event) {
   li.dataset.seq = event.seq ?? "";
   if (event.id) li.dataset.id = event.id;
   if (event.client_id) li.dataset.clientId = event.client_id;
-  li.append(el("span", "meta", timeOf(event.ts)), el("span", "author", event.author || config.user));
-  li.append(el("span", "body", event.body));
+  li.dataset.author = event.author || config.user;
+  if (event.ts) li.dataset.ts = event.ts;
+  const author = el("span", "author", event.author_name || event.author || config.user);
+  author.dataset.user = li.dataset.author;
+  li.append(el("span", "meta", timeOf(event.ts)), author);
+  li.append(bodyNode(event));
   if (event.edited_ts) li.append(el("span", "edited", "(edited)"));
   return li;
+}
+
+function bodyNode(event) {
+  // Server-rendered, nh3-sanitised HTML; a message without it (pending, older server) is text.
+  if (!event.html) return el("span", "body", event.body);
+  const body = el("div", "body html");
+  body.innerHTML = event.html;
+  return body;
 }
 
 function insertBySeq(node, seq) {
@@ -178,6 +191,7 @@ async function loadOlder() {
   const page = await response.json();
   for (const event of page.messages) if (event.type === "message") showMessage(event);
   els.older.hidden = !page.has_more;
+  return page.has_more;
 }
 
 // --- client events ------------------------------------------------------------------
@@ -210,7 +224,7 @@ client.on("message", (e) => {
 client.on("message.updated", (e) => {
   const li = els.messages.querySelector(`li[data-seq="${e.seq}"]`);
   if (!li || e.room !== current) return;
-  li.querySelector(".body").textContent = e.body;
+  li.querySelector(".body").replaceWith(bodyNode(e));
   if (!li.querySelector(".edited")) li.append(el("span", "edited", "(edited)"));
 });
 client.on("message.deleted", (e) => {
@@ -349,6 +363,8 @@ export const page = {
   el,
   openRoom, // search: open the room of a hit
   showMessage, // search: insert the messages around a hit, in seq order
+  loadOlder,
+  nearBottom,
 };
 
 window.chatClient = client; // for tests and debugging in DevTools
