@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from django.core.exceptions import ObjectDoesNotExist
+
 from attachments.events import attachment_event, attachments_of
 from chat.models import Announcement, Membership, Message, Room
 
@@ -29,6 +31,19 @@ EXCERPT_CHARS = 140
 def display_name(user) -> str:
     """What the page shows for a person: the full name, else the username."""
     return user.get_full_name().strip() or user.get_username()
+
+
+def avatar_url(user) -> str | None:
+    """The user's profile picture URL, or None (the page draws initials).
+
+    Read once per user object: history loads it with the author (select_related), and a
+    socket's own user keeps the answer for its later messages, so posting costs no query.
+    """
+    try:
+        avatar = user.avatar
+    except ObjectDoesNotExist:
+        return None
+    return avatar.url
 
 
 def reply_quote(quoted: Message | None) -> dict[str, Any] | None:
@@ -49,8 +64,9 @@ def message_event(message: Message, *, attachments: Iterable[Any] | None = None)
 
     History sends tombstones too, so a client sees every seq and never mistakes a
     deleted message for a gap. ``attachments``: the message's, when the caller has them
-    (a new message); else they are read (prefetched by history). Sent only when there are some. ``html`` is the body as rendered when it was
-    written (chat.markup): the event carries it, nothing renders per delivery.
+    (a new message); else they are read (prefetched by history). Sent only when there are some.
+    ``html`` is the body as rendered when it was written (chat.markup): the event carries
+    it, nothing renders per delivery.
     """
     if message.is_deleted:
         return message_deleted_event(message)
@@ -61,6 +77,7 @@ def message_event(message: Message, *, attachments: Iterable[Any] | None = None)
         "id": message.pk,
         "author": message.author.get_username(),
         "author_name": display_name(message.author),
+        "avatar": avatar_url(message.author),
         "body": message.body,
         "html": message.html,
         "client_id": message.client_id,

@@ -162,3 +162,20 @@ class BannedWordList(models.Model):
 
     def __str__(self) -> str:
         return f"banned words v{self.version}"
+
+
+class Avatar(models.Model):
+    """A user's profile picture: a small square PNG, re-encoded by chat.avatars (no metadata kept)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, primary_key=True, on_delete=models.CASCADE,
+                                related_name="avatar")
+    png = models.BinaryField()
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"avatar of {self.user_id}"
+
+    @property
+    def url(self) -> str:
+        """Where pages load it; the version in the query lets browsers cache it for long."""
+        return f"/api/avatars/{self.user_id}/?v={int(self.updated_at.timestamp())}"

@@ -115,12 +115,15 @@ chat.event("message", doc=(
     "A chat message, to everyone in the room (including the sender). `body` is the source text; "
     "`html` is its Markdown subset rendered and sanitised on the server when it was written "
     "(pages insert it as is; everything else is text). `author_name` is the full name, else the "
-    "username. `reply_to` (only on replies) is the quoted message: its seq, author and an "
+    "username; `avatar` the URL of the author's profile picture, or null (pages draw initials). "
+    "`reply_to` (only on replies) is the quoted message: its seq, author and an "
     "excerpt, or `\"deleted\": true` and no excerpt once it is deleted. `edited_ts` only after an edit. "
+
     "`attachments` (only when it has some): each file's id, name, size in bytes, sniffed content_type, url, and "
     "`thumbnail_url` for pictures; the URLs answer only readers of the room."),
     example={"type": "message", "room": "lobby", "seq": 42, "id": 7, "author": "alice",
-             "author_name": "Alice Liddell", "body": "**Hello!**", "html": "<p><strong>Hello!</strong></p>",
+             "author_name": "Alice Liddell", "avatar": "/api/avatars/1/?v=1764601200",
+             "body": "**Hello!**", "html": "<p><strong>Hello!</strong></p>",
              "client_id": "c-1f2e", "ts": "2026-11-25T15:00:00.000000+00:00",
              "reply_to": {"seq": 41, "id": 6, "author": "bob", "author_name": "bob", "deleted": False,
                           "excerpt": "Anyone here?"},

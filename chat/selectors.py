@@ -9,7 +9,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.db.models import Q, QuerySet
 
 from chat import errors
-from chat.models import Membership, Message, Room
+from chat.models import Avatar, Membership, Message, Room
 
 # --- Access: the one answer to "may this user read / post in this room" -------------
 
@@ -139,8 +139,13 @@ def rooms_moderated(*, user: AbstractBaseUser) -> list[str]:
                 .values_list("room__slug", flat=True).order_by())
 
 
+def avatar_of(*, user_id: int) -> Avatar | None:
+    """The profile picture of the user with this id, or None."""
+    return Avatar.objects.filter(user_id=user_id).first()
+
+
 def _messages(room: Room) -> QuerySet[Message]:
-    return (Message.objects.filter(room=room).select_related("author", "room", "reply_to__author")
+    return (Message.objects.filter(room=room).select_related("author__avatar", "room", "reply_to__author")
             .prefetch_related("attachments"))
 
 

@@ -24,7 +24,7 @@ from django.utils import timezone
 from attachments import services as attachment_services
 from chat import events, markup, moderation, selectors
 from chat.errors import Blocked, ChatError, Forbidden, MessageNotFound, RoomNotFound
-from chat.models import Announcement, BannedWord, BannedWordList, Membership, Message, Room
+from chat.models import Announcement, Avatar, BannedWord, BannedWordList, Membership, Message, Room
 from realtime import broadcast, push
 from search import services as search_index
 
@@ -57,6 +57,19 @@ def room_enter(*, slug: str, user: AbstractBaseUser) -> tuple[Room, Membership]:
     if membership is None:
         membership, _ = Membership.objects.get_or_create(room=room, user=user)
     return room, membership
+
+
+def avatar_set(*, user: AbstractBaseUser, data: bytes) -> Avatar:
+    """Store the user's profile picture (chat.avatars re-encodes it; refused: ``AvatarRefused``).
+
+    Messages carry its URL from the author's next connection (a socket keeps the URL it
+    first read).
+    """
+    from chat import avatars
+
+    png = avatars.thumbnail_png(data)
+    avatar, _ = Avatar.objects.update_or_create(user=user, defaults={"png": png, "updated_at": timezone.now()})
+    return avatar
 
 
 @functools.cache

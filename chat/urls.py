@@ -10,4 +10,6 @@ urlpatterns = [
     path("rooms/new/", views.room_new, name="room-new"),
     path("api/rooms/", views.rooms_list, name="rooms"),
     path("api/rooms/<str:slug>/messages/", views.room_messages, name="room-messages"),
+    path("api/avatar/", views.avatar_upload, name="avatar-upload"),
+    path("api/avatars/<int:user_id>/", views.avatar_image, name="avatar"),
 ]

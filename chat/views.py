@@ -19,7 +19,7 @@ from django.utils.cache import patch_cache_control
 from django.views.decorators.http import require_GET, require_http_methods
 from redis.exceptions import RedisError
 
-from chat import events, selectors, services
+from chat import avatars, events, selectors, services
 from chat.forms import RoomForm, SignupForm
 from realtime import features
 from realtime.protocol import SLUG_RE
@@ -162,4 +162,37 @@ def room_messages(request: HttpRequest, slug: str) -> HttpResponse:
     # A page before a given seq only changes on an edit or delete: cache briefly, then revalidate.
     patch_cache_control(response, private=True, max_age=30 if "before" in request.GET and around is None else 0)
     response["Vary"] = "Cookie"
+    return response
+
+
+@login_required
+@require_http_methods(["POST"])
+def avatar_upload(request: HttpRequest) -> JsonResponse:
+    """Set one's profile picture from a multipart ``picture`` file; 200 with its ``avatar`` URL, or 400 and why."""
+    upload = request.FILES.get("picture")
+    if upload is None:
+        return JsonResponse({"error": "invalid_field", "detail": "send the picture as the file field 'picture'"},
+                            status=400)
+    if upload.size > avatars.MAX_BYTES:
+        return JsonResponse({"error": "too_large", "detail": "the picture is larger than 5 MB"}, status=413)
+    try:
+        avatar = services.avatar_set(user=request.user, data=upload.read())
+    except avatars.AvatarRefused as exc:
+        return JsonResponse({"error": "invalid_image", "detail": str(exc)}, status=400)
+    return JsonResponse({"avatar": avatar.url})
+
+
+@login_required
+@require_GET
+def avatar_image(request: HttpRequest, user_id: int) -> HttpResponse:
+    """A profile picture, to logged-in users: always our own re-encoded PNG, never sniffed as anything else."""
+    avatar = selectors.avatar_of(user_id=user_id)
+    if avatar is None:
+        return JsonResponse({"error": "not_found"}, status=404)
+    response = HttpResponse(bytes(avatar.png), content_type="image/png")
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    response["Content-Disposition"] = 'inline; filename="avatar.png"'
+    # The URL carries the version (?v=): a new picture is a new URL, so browsers may keep this one.
+    patch_cache_control(response, private=True, max_age=86400)
     return response

@@ -119,7 +119,7 @@ def test_pages_in_seq_order_with_has_more(alice, lobby, client_for):
     # The messages are the same events the socket sends.
     assert first["messages"][0] == {
         "type": "message", "room": "lobby", "seq": 5, "id": first["messages"][0]["id"], "author": "alice",
-        "author_name": "alice", "body": "m5", "html": "<p>m5</p>", "client_id": "c5",
+        "author_name": "alice", "avatar": None, "body": "m5", "html": "<p>m5</p>", "client_id": "c5",
         "ts": first["messages"][0]["ts"],
     }
 
