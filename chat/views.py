@@ -47,6 +47,7 @@ def index(request: HttpRequest) -> HttpResponse:
         "maxBody": settings.REALTIME["MAX_BODY_CHARS"],
         "pingMs": settings.REALTIME["CLIENT_PING_MS"],
         "moderates": selectors.rooms_moderated(user=request.user),
+        "avatar": events.avatar_url(request.user),
     }
     context = {"config": config, "room_form": RoomForm(), "feature_scripts": features.scripts()}
     return render(request, "chat/index.html", context)

@@ -63,6 +63,19 @@ def li(page: Any, text: str) -> Any:
     return page.locator("#messages li.message", has=page.locator(".body", has_text=text))
 
 
+def portrait() -> bytes:
+    """A small PNG to upload as a profile picture (a disc on a colour)."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (240, 180), "#f59e0b")
+    ImageDraw.Draw(image).ellipse((70, 40, 170, 140), fill="#7c3aed")
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
 def save_screenshot(page: Any, name: str) -> None:
     """Write a screenshot for the README; an unwritable docs/ is not a test failure."""
     png = page.screenshot()
@@ -296,8 +309,19 @@ def test_conversation_reads_grouped_with_day_separators_and_a_new_messages_line(
         phone.wait_for_function(f"() => {BODIES}.some(t => t.startsWith('Thanks @bob'))")
         alice.wait_for_function(f"() => {BODIES}.some(t => t.startsWith('Thanks @bob'))")
         assert phone.locator("#messages .mention.me").count() >= 1
+        # Alice uploads a profile picture: her messages show it at once.
+        alice.set_input_files("#avatar-file", files=[{"name": "me.png", "mimeType": "image/png", "buffer": portrait()}])
+        alice.wait_for_function("() => document.querySelector('#avatar-status').textContent === 'Saved.'")
+        alice.wait_for_function(
+            "() => [...document.querySelectorAll('#messages li.message[data-author=alice] > .avatar img')]"
+            ".every(img => img.complete && img.naturalWidth === 128) && document.querySelector("
+            "'#messages li.message[data-author=alice] > .avatar img')"
+        )
+        assert li(alice, "All green").locator(".avatar img").count() == 0  # bob has none: initials
         alice.locator("#messages li.message").last.hover()
         save_screenshot(alice, "conversation.png")
+        alice.emulate_media(color_scheme="dark")
+        save_screenshot(alice, "conversation-dark.png")
         # The page's columns at phone width are the "screens" work; a message never widens its list.
         assert phone.evaluate("() => { const m = document.querySelector('#messages');"
                               " return m.scrollWidth <= m.clientWidth; }")

@@ -12,7 +12,7 @@ const list = page.messages;
 const me = page.config.user;
 const moderates = new Set(page.config.moderates || []);
 const sources = new Map(); // message id -> its body as typed (what Edit starts from)
-const avatars = new Map(); // username -> picture url (null: initials)
+const avatars = new Map([[me, page.config.avatar || null]]); // username -> picture url (null: initials)
 let lastRead = 0; // the open room's read seq when it was opened
 let joinedSeq = 0; // the room's latest seq at join: later messages were read live
 let replyTo = null; // {seq, name, excerpt} of the message the composer quotes
@@ -51,6 +51,26 @@ function avatarNode(username, name) {
   }
   return node;
 }
+
+// A new picture of one's own: uploaded, then shown on one's messages at once.
+const avatarForm = document.getElementById("avatar-form");
+avatarForm?.addEventListener("change", async () => {
+  const status = document.getElementById("avatar-status");
+  const file = avatarForm.picture.files[0];
+  if (!file) return;
+  status.textContent = "Uploading…";
+  const response = await fetch(avatarForm.action, {
+    method: "POST", body: new FormData(avatarForm), credentials: "same-origin",
+    headers: { "X-CSRFToken": avatarForm.csrfmiddlewaretoken.value },
+  }).catch(() => null);
+  const reply = response ? await response.json().catch(() => ({})) : {};
+  if (!response || !response.ok) { status.textContent = reply.detail || "The upload failed."; return; }
+  status.textContent = "Saved.";
+  avatars.set(me, reply.avatar);
+  for (const li of list.querySelectorAll("li.message")) {
+    if (li.dataset.author === me) li.querySelector(":scope > .avatar")?.replaceWith(avatarNode(me, li.querySelector(".author")?.textContent));
+  }
+});
 
 // --- grouping, day separators, the new-messages line -----------------------------------
 
@@ -278,7 +298,8 @@ input.addEventListener("keydown", (e) => {
 
 document.addEventListener("chat:message", ({ detail: { li, event } }) => {
   if (event.id) sources.set(String(event.id), event.body);
-  if (event.author && "avatar" in event) avatars.set(event.author, event.avatar);
+  // (A socket keeps the URL it first read: one's own fresh upload is not undone by it.)
+  if (event.author && "avatar" in event && (event.author !== me || event.avatar)) avatars.set(event.author, event.avatar);
   for (const mention of li.querySelectorAll(".body .mention")) {
     if (mention.textContent === `@${me}`) mention.classList.add("me");
   }
