@@ -592,3 +592,16 @@ def test_reply_to_another_room_a_future_or_a_deleted_message_is_refused(alice, l
         assert info.value.code == "message_not_found"
     assert seqs(lobby) == [1]
     assert Room.objects.get(pk=lobby.pk).last_seq == 1  # a refused reply takes no seq
+
+
+def test_posting_again_reads_no_avatar_and_a_reply_costs_one_lookup(alice, lobby):
+    """The write path's queries: the author's avatar is read once per user object, a reply adds its one lookup."""
+    from django.test.utils import CaptureQueriesContext
+
+    services.message_post(room=lobby, author=alice, body="warm")  # reads alice's avatar (none) once
+    with CaptureQueriesContext(connection) as plain:
+        services.message_post(room=lobby, author=alice, body="**again**")
+    assert not [q for q in plain.captured_queries if "chat_avatar" in q["sql"]]
+    with CaptureQueriesContext(connection) as reply:
+        services.message_post(room=lobby, author=alice, body="re", reply_to=1)
+    assert len(reply.captured_queries) == len(plain.captured_queries) + 1
