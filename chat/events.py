@@ -17,6 +17,7 @@ from typing import Any
 from django.core.exceptions import ObjectDoesNotExist
 
 from attachments.events import attachment_event, attachments_of
+from chat import markup
 from chat.models import Announcement, Membership, Message, Room
 
 
@@ -54,7 +55,8 @@ def reply_quote(quoted: Message | None) -> dict[str, Any] | None:
                              "author_name": display_name(quoted.author), "deleted": quoted.is_deleted,
                              "excerpt": ""}
     if not quoted.is_deleted:
-        text = " ".join(quoted.body.split())
+        # The text as shown (formatting marks gone), from the stored HTML; the page sets it as text.
+        text = " ".join(markup.html_text(quoted.html).split()) if quoted.html else " ".join(quoted.body.split())
         quote["excerpt"] = text if len(text) <= EXCERPT_CHARS else text[: EXCERPT_CHARS - 1] + "…"
     return quote
 

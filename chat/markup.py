@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from functools import cache
+from html import unescape
 
 import nh3
 from markdown_it import MarkdownIt
@@ -110,6 +111,11 @@ def _render_mention(self, tokens, idx, options, env) -> str:
 def mentions_find(body: str) -> set[str]:
     """The usernames ``body`` mentions (``@name``), wherever they stand."""
     return set(MENTION_RE.findall(body))
+
+
+def html_text(html: str) -> str:
+    """The text of rendered HTML (tags dropped, entities decoded), for excerpts shown as plain text."""
+    return unescape(nh3.clean(html, tags=set(), clean_content_tags=set()))
 
 
 def body_render(body: str) -> str:

@@ -284,7 +284,7 @@ async def test_reply_and_formatting_reach_the_room_and_a_bad_reply_to_is_an_erro
     assert reply == await recv(a, type_="message")
     assert reply["html"] == '<p>me, <span class="mention">@bob</span></p>'
     assert reply["reply_to"] == {"seq": original["seq"], "id": original["id"], "author": "bob",
-                                 "author_name": "bob", "deleted": False, "excerpt": "who has **the key**?"}
+                                 "author_name": "bob", "deleted": False, "excerpt": "who has the key?"}
     for bad in (99, "1", -1):
         await a.send_json_to({"type": "message", "room": "lobby", "body": "lost", "reply_to": bad})
         error = await recv(a)

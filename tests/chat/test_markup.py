@@ -11,7 +11,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from chat.markup import ALLOWED_TAGS, LINK_REL, _cleaner, body_render, mentions_find
+from chat.markup import ALLOWED_TAGS, LINK_REL, _cleaner, body_render, html_text, mentions_find
 
 
 class _Audit(HTMLParser):
@@ -139,3 +139,9 @@ def test_hostile_bodies_render_inert(body):
 def test_the_sanitiser_allow_list_on_its_own(dirty, clean):
     """nh3's stage alone: unknown tags, handlers, classes and schemes go; links get rel and target."""
     assert _cleaner().clean(dirty) == clean
+
+
+def test_html_text_is_what_a_reader_sees_as_plain_text():
+    """Excerpts drop formatting marks and tags, decode entities, and keep escaped markup as its text."""
+    assert html_text(body_render("who has **the key**?")) == "who has the key?"
+    assert html_text(body_render("<script>x</script> &amp; `a<b`")) == "<script>x</script> & a<b"

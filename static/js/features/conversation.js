@@ -219,7 +219,7 @@ replyBar.hidden = true;
 composer.before(replyBar);
 
 function startReply(li) {
-  const text = (sources.get(li.dataset.id) || li.querySelector(".body")?.textContent || "").replace(/\s+/g, " ");
+  const text = (li.querySelector(".body")?.textContent || "").replace(/\s+/g, " ").trim();
   replyTo = { seq: Number(li.dataset.seq), name: li.querySelector(".author")?.textContent || li.dataset.author };
   const cancel = actionButton("×", "cancel-reply", cancelReply);
   cancel.setAttribute("aria-label", "Cancel reply");
