@@ -1,6 +1,6 @@
 """WEB_CONCURRENCY=1 against WEB_CONCURRENCY=2: S2 and S3 of the fan-out benchmark, one after the other.
 
-    .venv/bin/python bench/web_concurrency.py [--quick] [--out bench/results/web_concurrency.json]
+    .venv/bin/python bench/web_concurrency.py [--quick] [--members 10,100,1000] [--out FILE.json]
 
 Runs ``bench/fanout/run.py --servers project,bare --scenarios S2,S3`` twice, the project
 served by ``realtime.web`` with one and then two processes on one port (the bare server
@@ -52,12 +52,14 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or not b else round(a / b, 3)
 
 
-def run(concurrency: int, *, quick: bool, out: Path) -> dict[str, Any]:
+def run(concurrency: int, *, quick: bool, out: Path, members: str | None = None) -> dict[str, Any]:
     """One fan-out run, the project on ``concurrency`` web processes; its JSON report."""
     args = [sys.executable, str(RUN), "--servers", "project,bare", "--scenarios", "S2,S3",
             "--project-env", f"WEB_CONCURRENCY={concurrency}", "--json", str(out)]
     if quick:
         args.append("--quick")
+    if members:
+        args += ["--members", members]
     print(f"==> WEB_CONCURRENCY={concurrency}: {' '.join(args[1:])}", flush=True)
     subprocess.run(args, cwd=ROOT, check=True)
     return json.loads(out.read_text())
@@ -66,11 +68,14 @@ def run(concurrency: int, *, quick: bool, out: Path) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes (for the tests); the numbers mean little")
+    parser.add_argument("--members", default=None, help="S2 room sizes, comma-separated (run.py's default: all three)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "web_concurrency.json"))
     args = parser.parse_args()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    reports = {n: run(n, quick=args.quick, out=out.with_name(f"{out.stem}-{n}.json")) for n in (1, 2)}
+    reports = {
+        n: run(n, quick=args.quick, members=args.members, out=out.with_name(f"{out.stem}-{n}.json")) for n in (1, 2)
+    }
     one, two = (_figures(reports[n]) for n in (1, 2))
     table = {}
     print("\nrow            metric                        1 process   2 processes   2/1")
