@@ -53,6 +53,8 @@ function unread(slug) {
 }
 
 function renderRooms() {
+  // Re-rendering must not drop keyboard focus from the room list.
+  const focused = document.activeElement?.closest?.("#room-list a")?.dataset.room;
   els.rooms.replaceChildren();
   let total = 0;
   for (const room of rooms.values()) {
@@ -68,6 +70,7 @@ function renderRooms() {
     a.addEventListener("click", (e) => { e.preventDefault(); openRoom(room.slug); });
     li.append(a);
     els.rooms.append(li);
+    if (room.slug === focused) a.focus();
   }
   const own = document.hidden ? unread(current) : 0;
   const count = total + own;
