@@ -69,3 +69,17 @@ function keyboardInset() {
 window.visualViewport?.addEventListener("resize", keyboardInset);
 window.visualViewport?.addEventListener("scroll", keyboardInset);
 keyboardInset();
+
+// On the phone the room list is out of sight: its button shows when another room has
+// unread messages or a mention (the badges chat.js renders into the list).
+const roomList = document.getElementById("room-list");
+const roomsButton = document.getElementById("open-rooms");
+function unreadMark() {
+  const n = roomList.querySelectorAll(".unread, .mention-badge").length;
+  roomsButton.toggleAttribute("data-unread", n > 0);
+  roomsButton.setAttribute("aria-label", n > 0 ? "Rooms (unread messages)" : "Rooms");
+}
+if (roomList && roomsButton) {
+  new MutationObserver(unreadMark).observe(roomList, { childList: true, subtree: true });
+  unreadMark();
+}

@@ -146,6 +146,13 @@ def test_phone_drawers_open_from_the_header_and_close_with_esc_or_the_overlay(br
         assert page.evaluate("() => document.activeElement.id") == "open-people"
         assert not page.evaluate("() => document.querySelector('.room').inert")
 
+        # An unread badge in the hidden list marks the drawer's button.
+        assert page.get_attribute("#open-rooms", "data-unread") is None
+        page.evaluate("() => document.querySelector('#room-list a').append(Object.assign("
+                      "document.createElement('span'), {className: 'unread', textContent: '3'}))")
+        page.wait_for_selector("#open-rooms[data-unread]", state="attached")
+        assert page.get_attribute("#open-rooms", "aria-label") == "Rooms (unread messages)"
+
         # Picking a room in the drawer shows it and closes the drawer.
         page.click("#open-rooms")
         page.click("#room-list a[data-room='lobby']")
