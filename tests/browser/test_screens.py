@@ -99,6 +99,9 @@ def test_phone_pages_never_scroll_sideways_and_every_target_is_44px(browser: Any
     """On a 390 px phone no page is wider than the screen, and every control is >= 44 x 44 px."""
     with chat_page(browser, daphne, users[0], **PHONE) as page:
         page.wait_for_function("() => document.querySelectorAll('#messages li').length === 4")
+        page.fill("#body", "https://example.com/" + "a-very-long-unbroken-path" * 12)  # wraps, never widens
+        page.press("#body", "Enter")
+        page.wait_for_function("() => document.querySelectorAll('#messages li[data-seq=\"5\"]').length === 1")
         views = [("chat", None), ("echo", "/echo/")]
         for name, path in views:
             if path:
