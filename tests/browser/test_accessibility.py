@@ -23,10 +23,11 @@ CONNECTED = "() => document.querySelector('#conn-status').dataset.state === 'con
 SIZES = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
 
 # Every view axe checks: (name, path, logged in, a JS condition for "ready", an action that
-# brings the view into its interesting state). The DM and search views of issue 17 join
-# this list when they land.
+# brings the view into its interesting state). The DM views (issue 16) join this list when
+# they land.
 VIEWS = [
     ("chat", "/", True, CONNECTED, None),
+    ("search", "/", True, CONNECTED, "search"),
     ("login", "/accounts/login/", False, None, None),
     ("sign-up", "/accounts/signup/", False, None, None),
     ("echo", "/echo/", False, None, "echo"),
@@ -87,6 +88,11 @@ def test_axe_finds_no_serious_violation(browser: Any, daphne: Any, alice: Any, n
     with view_page(browser, daphne, alice if logged_in else None, path) as page:
         if ready:
             page.wait_for_function(ready)
+        if action == "search":
+            page.fill("#search-q", "hello")
+            page.press("#search-q", "Enter")
+            page.wait_for_function("() => !document.querySelector('#search-results').hidden"
+                                   " && document.querySelector('#search-results').textContent.includes('everyone')")
         if action == "echo":
             page.click("#connect")
             page.wait_for_function("() => document.querySelectorAll('#output > *').length >= 5")
