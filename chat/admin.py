@@ -20,7 +20,7 @@ from django.shortcuts import render
 from django.urls import path, reverse
 from django.utils import timezone
 
-from chat import moderation, services
+from chat import moderation, selectors, services
 from chat.models import Announcement, BannedWord, Membership, Message, Room
 from realtime.presence import presence_snapshot
 from realtime.protocol import SLUG_RE
@@ -42,12 +42,20 @@ class RoomAdmin(admin.ModelAdmin):
         ] + urls
 
     def online_view(self, request: HttpRequest) -> HttpResponse:
-        """Who is connected to which room right now, from presence (every process)."""
+        """Who is connected to which room right now, from presence (every process).
+
+        Superusers see every room; other staff only the rooms they may enter.
+        """
         try:
             snapshot = presence_snapshot()
             error = None
         except Exception:
             snapshot, error = {}, "Presence is unavailable (is Redis running?)."
+        if not request.user.is_superuser:
+            # Staff see the rooms room_access lets them enter: no DM or private room of others.
+            visible = set(selectors.rooms_visible(user=request.user).filter(slug__in=list(snapshot))
+                          .values_list("slug", flat=True))
+            snapshot = {room: names for room, names in snapshot.items() if room in visible}
         users = {u.username: u for u in get_user_model().objects.filter(
             username__in={n for names in snapshot.values() for n in names})}
         rows = [(room, [(name, users.get(name)) for name in names]) for room, names in snapshot.items()]

@@ -62,5 +62,13 @@ class Blocked(ChatError):
     code = "blocked"
 
 
+class InvalidRequest(ChatError):
+    """The request names something that cannot be used: an unknown or inactive user, too many people."""
+
+    code = "invalid_field"
+
+
 #: Every refusal the chat can give, for its maps to the protocol and to HTTP.
-ALL: tuple[type[ChatError], ...] = (RoomNotFound, Forbidden, Banned, Muted, MessageNotFound, Blocked)
+ALL: tuple[type[ChatError], ...] = (
+    RoomNotFound, Forbidden, Banned, Muted, MessageNotFound, Blocked, InvalidRequest,
+)

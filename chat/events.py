@@ -12,13 +12,16 @@ docs/protocol.md.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ObjectDoesNotExist
 
 from attachments.events import attachment_event, attachments_of
 from chat import markup
 from chat.models import Announcement, Membership, Message, Room
+
+if TYPE_CHECKING:
+    from chat.selectors import RoomListing
 
 
 def _ts(value) -> str | None:
@@ -170,4 +173,53 @@ def announcement_event(announcement: Announcement) -> dict[str, Any]:
         "room": announcement.room.slug if announcement.room else None,
         "body": announcement.body,
         "ts": announcement.send_at.isoformat(),
+    }
+
+
+# --- The room list: direct messages, invites, removals, mutes ---------------------------
+
+
+def room_entry(listing: RoomListing) -> dict[str, Any]:
+    """One room as a user's room list shows it (``/api/rooms/``, ``room.added``).
+
+    ``kind`` is ``dm`` for a direct message, whose ``people`` are the other members;
+    ``role`` and ``muted`` are the user's own (null role: a public room not entered).
+    """
+    room, membership = listing.room, listing.membership
+    entry: dict[str, Any] = {
+        "slug": room.slug, "title": room.title, "public": room.is_public, "last_seq": room.last_seq,
+        "kind": "dm" if room.is_dm else "room",
+        "role": membership.role if membership is not None else None,
+        "muted": bool(membership is not None and membership.notifications_muted),
+    }
+    if room.is_dm:
+        entry["people"] = [{"user": user, "name": name} for user, name in listing.people]
+    return entry
+
+
+def room_added_event(listing: RoomListing) -> dict[str, Any]:
+    """``room.added``: to a user's sockets, a room they can now see (a DM opened with them, an invite)."""
+    return {"type": "room.added", "room": listing.room.slug, "entry": room_entry(listing)}
+
+
+def room_removed_event(*, room: str, reason: str) -> dict[str, Any]:
+    """``room.removed``: to a user's sockets, a private room they are no longer in."""
+    return {"type": "room.removed", "room": room, "reason": reason}
+
+
+def room_muted_event(membership: Membership) -> dict[str, Any]:
+    """``room.muted``: to a user's sockets, their own notification setting of a room changed."""
+    return {"type": "room.muted", "room": membership.room.slug, "muted": membership.notifications_muted}
+
+
+def dm_event(message: Message) -> dict[str, Any]:
+    """``dm``: to the other members' sockets, a new direct message (for notifications and unread counts)."""
+    return {
+        "type": "dm",
+        "room": message.room.slug,
+        "seq": message.seq,
+        "id": message.pk,
+        "author": message.author.get_username(),
+        "body": message.body,
+        "ts": _ts(message.created_at),
     }

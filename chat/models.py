@@ -21,6 +21,9 @@ class Room(models.Model):
     )
     created_at = models.DateTimeField(default=timezone.now)
     last_seq = models.BigIntegerField(default=0, editable=False)
+    #: A direct message's people: their sorted user ids, comma-separated (null: not a DM).
+    #: Unique, so two people opening the same conversation at once get one room.
+    dm_key = models.CharField(max_length=200, unique=True, null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["slug"]
@@ -28,13 +31,19 @@ class Room(models.Model):
     def __str__(self) -> str:
         return self.slug
 
+    @property
+    def is_dm(self) -> bool:
+        """A direct message: a private room of a fixed set of people (chat.services.dm_open)."""
+        return self.dm_key is not None
+
 
 class Membership(models.Model):
-    """A user's place in a room: role, mute and ban."""
+    """A user's place in a room: role, mute and ban, and whether they silenced its notifications."""
 
     class Role(models.TextChoices):
         MEMBER = "member", "Member"
         MODERATOR = "moderator", "Moderator"
+        OWNER = "owner", "Owner"
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="memberships")
@@ -42,6 +51,9 @@ class Membership(models.Model):
     muted_until = models.DateTimeField(null=True, blank=True)
     banned = models.BooleanField(default=False)
     joined_at = models.DateTimeField(default=timezone.now)
+    #: The member's own choice: no notifications from this room, its unread badge dimmed.
+    #: Not ``muted_until``, which is staff silencing the member.
+    notifications_muted = models.BooleanField(default=False)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["user", "room"], name="membership_unique_user_room")]
@@ -56,7 +68,8 @@ class Membership(models.Model):
 
     @property
     def is_moderator(self) -> bool:
-        return self.role == self.Role.MODERATOR
+        """Moderates the room: a moderator or its owner (who has every moderator right)."""
+        return self.role in (self.Role.MODERATOR, self.Role.OWNER)
 
 
 class Message(models.Model):

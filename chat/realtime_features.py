@@ -20,8 +20,9 @@ from realtime.protocol import ROOM, Field, ProtocolError, body_check, check_clie
 MAX_ATTACHMENTS = 10
 
 chat = feature(
-    "chat", doc="Rooms and their messages: join, post, edit, delete, typing, mentions, announcements.",
-    scripts=("js/features/conversation.js",),
+    "chat",
+    doc="Rooms and their messages: join, post, edit, delete, typing, mentions, announcements, direct messages.",
+    scripts=("js/features/conversation.js", "js/features/dm.js", "js/features/switcher.js", "js/features/notify.js"),
 )
 
 
@@ -149,6 +150,24 @@ chat.event("membership", doc="Your standing in a room changed (staff set your ro
            "all your sockets. `muted_until` is null when not muted.",
            example={"type": "membership", "room": "lobby", "role": "member",
                     "muted_until": "2026-11-25T15:10:00+00:00", "banned": False})
+
+chat.event("room.added", doc="A room joined your room list (a direct message opened with you, an invite to a "
+           "private room); sent to all your sockets. `entry` is the room as `/api/rooms/` lists it: `kind` is "
+           "`dm` or `room`, a DM's `people` are the other members, `role` and `muted` are yours.",
+           example={"type": "room.added", "room": "dm-3f1c0a9b2e7d4c5a6b8e9f01",
+                    "entry": {"slug": "dm-3f1c0a9b2e7d4c5a6b8e9f01", "title": "alice, bob", "public": False,
+                              "last_seq": 0, "kind": "dm", "role": "member", "muted": False,
+                              "people": [{"user": "bob", "name": "Bob Smith"}]}})
+chat.event("room.removed", doc="You were taken out of a private room by its owner or a moderator; it leaves "
+           "your room list (a socket that had joined it also receives `removed`).",
+           example={"type": "room.removed", "room": "design", "reason": "removed"})
+chat.event("room.muted", doc="Your own notification setting of a room changed (from any of your tabs): muted "
+           "rooms send you no `mention` or `dm`.",
+           example={"type": "room.muted", "room": "lobby", "muted": True})
+chat.event("dm", doc="A new message in one of your direct messages, to all your sockets whichever room they "
+           "have open (not to the author; not when you muted it): for notifications and unread counts.",
+           example={"type": "dm", "room": "dm-3f1c0a9b2e7d4c5a6b8e9f01", "seq": 5, "id": 71, "author": "bob",
+                    "body": "lunch?", "ts": "2026-11-25T15:00:00.000000+00:00"})
 
 
 # --- Domain errors to error frames (the consumer applies this map, in one place) -------

@@ -1,10 +1,11 @@
-"""Reads: who may do what in a room, rooms a user may see, and a room's history by seq."""
+"""Reads: who may do what in a room, rooms a user may see, people to talk to, and a room's history by seq."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db.models import Q, QuerySet
 
@@ -61,6 +62,11 @@ def room_access(
     *, room: Room | None, user: AbstractBaseUser, membership: Membership | None = UNLOADED
 ) -> Access:
     """The access of ``user`` to ``room`` (None: no such room).
+
+    Private rooms and direct messages (private rooms of a fixed set of people, see
+    ``Room.is_dm``) are entered by members only: an outsider is refused every action,
+    so every door that asks here (socket join, history, reactions, receipts, mentions,
+    presence, the room list, the admin's Online now) stays shut to them.
 
     ``membership`` saves the lookup when the caller already loaded it (``message_post``
     reads it with a raw query, the hot path); None there means "has none".
@@ -131,6 +137,69 @@ def rooms_readable(*, user: AbstractBaseUser) -> QuerySet[Room]:
     if not user.is_active:
         return Room.objects.none()
     return Room.objects.filter(memberships__user=user, memberships__banned=False)
+def display_name(user: AbstractBaseUser) -> str:
+    """What the page calls a person: their full name, else their username."""
+    return (getattr(user, "get_full_name", lambda: "")() or "").strip() or user.get_username()
+
+
+@dataclass(slots=True)
+class RoomListing:
+    """A room as one user's room list shows it: their membership and, for a DM, the other people."""
+
+    room: Room
+    membership: Membership | None
+    #: A DM's other members, (username, display name), by username.
+    people: list[tuple[str, str]] = field(default_factory=list)
+
+
+def room_list(*, user: AbstractBaseUser) -> list[RoomListing]:
+    """The user's room list: ``rooms_visible`` with their memberships and each DM's other people (three queries)."""
+    rooms = list(rooms_visible(user=user))
+    mine = {m.room_id: m for m in Membership.objects.filter(user=user, room__in=[r.pk for r in rooms])}
+    dm_ids = [r.pk for r in rooms if r.is_dm]
+    people: dict[int, list[tuple[str, str]]] = {pk: [] for pk in dm_ids}
+    if dm_ids:
+        others = (Membership.objects.filter(room_id__in=dm_ids).exclude(user=user)
+                  .select_related("user").order_by("user__username"))
+        for m in others:
+            people[m.room_id].append((m.user.get_username(), display_name(m.user)))
+    return [RoomListing(r, mine.get(r.pk), people.get(r.pk, [])) for r in rooms]
+
+
+def room_listing(*, room: Room, user: AbstractBaseUser) -> RoomListing:
+    """One room as ``room_list`` shows it to ``user`` (for the event telling them it was added)."""
+    membership = Membership.objects.filter(room=room, user=user).first()
+    people: list[tuple[str, str]] = []
+    if room.is_dm:
+        others = (Membership.objects.filter(room=room).exclude(user=user)
+                  .select_related("user").order_by("user__username"))
+        people = [(m.user.get_username(), display_name(m.user)) for m in others]
+    return RoomListing(room, membership, people)
+
+
+def room_members(*, room: Room) -> list[Membership]:
+    """A room's members who are not banned, owners and moderators first, then by username."""
+    order = {Membership.Role.OWNER: 0, Membership.Role.MODERATOR: 1, Membership.Role.MEMBER: 2}
+    members = list(Membership.objects.filter(room=room, banned=False).select_related("user"))
+    members.sort(key=lambda m: (order.get(m.role, 3), m.user.get_username()))
+    return members
+
+
+def people_search(*, q: str, exclude: AbstractBaseUser | None = None, limit: int = 10) -> list[AbstractBaseUser]:
+    """Active users whose username or name starts with ``q`` (case-insensitive), by username.
+
+    Only people one could write to: inactive accounts never appear. Callers show only
+    usernames and display names.
+    """
+    q = q.strip()
+    if not q:
+        return []
+    User = get_user_model()
+    match = Q(username__istartswith=q) | Q(first_name__istartswith=q) | Q(last_name__istartswith=q)
+    found = User.objects.filter(match, is_active=True)
+    if exclude is not None:
+        found = found.exclude(pk=exclude.pk)
+    return list(found.order_by("username")[:limit])
 
 
 def rooms_moderated(*, user: AbstractBaseUser) -> list[str]:

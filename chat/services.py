@@ -1,4 +1,4 @@
-"""Writes: entering rooms, posting, editing and deleting messages, moderation.
+"""Writes: rooms, direct messages and invites, posting, editing and deleting messages, moderation.
 
 Each function that changes what clients see emits the real-time event itself, after
 the transaction commits (``realtime.broadcast.*_on_commit``): nobody can save a
@@ -8,9 +8,10 @@ message without notifying the room, and a rolled-back write reaches nobody.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,7 +24,7 @@ from django.utils import timezone
 
 from attachments import services as attachment_services
 from chat import events, markup, moderation, selectors
-from chat.errors import Blocked, ChatError, Forbidden, MessageNotFound, RoomNotFound
+from chat.errors import Blocked, ChatError, Forbidden, InvalidRequest, MessageNotFound, RoomNotFound
 from chat.models import Announcement, Avatar, BannedWord, BannedWordList, Membership, Message, Room
 from realtime import broadcast, push
 from search import services as search_index
@@ -35,14 +36,143 @@ ServiceError = ChatError
 
 
 def room_create(*, slug: str, title: str, is_public: bool = True, created_by: AbstractBaseUser | None = None) -> Room:
-    """Create a room; its creator becomes a moderator."""
+    """Create a room; its creator becomes its owner (who moderates it and invites to it)."""
     with transaction.atomic():
         room = Room(slug=slug, title=title, is_public=is_public, created_by=created_by)
         room.full_clean()
         room.save()
         if created_by is not None:
-            Membership.objects.create(room=room, user=created_by, role=Membership.Role.MODERATOR)
+            Membership.objects.create(room=room, user=created_by, role=Membership.Role.OWNER)
     return room
+
+
+# --- Direct messages, invites, removals and one's own notification setting -------------
+
+#: A group DM holds the opener and at most this many other people.
+DM_MAX_OTHERS = 8
+
+
+def _dm_slug(key: str) -> str:
+    """The DM's slug, a function of its people: concurrent opens collide on it as on the key."""
+    return "dm-" + hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def _room_added_on_commit(room: Room, user: AbstractBaseUser) -> None:
+    """Tell the user's sockets (after commit) that a room joined their list, as the list shows it to them."""
+    broadcast.user_send_on_commit(user.pk, events.room_added_event(selectors.room_listing(room=room, user=user)))
+
+
+def dm_open(*, opener: AbstractBaseUser, usernames: Collection[str]) -> tuple[Room, bool]:
+    """The direct message between ``opener`` and the named people: ``(room, created)``.
+
+    The same set of people always gets the same room, whoever opens it: the room's
+    ``dm_key`` is their sorted user ids, unique in the database, so two concurrent opens
+    create one room (the loser's insert fails and it reads the winner's). Every name must
+    be an active user, and at most ``DM_MAX_OTHERS`` others; otherwise nothing is
+    created. A new DM reaches each member's sockets as ``room.added``.
+    """
+    if not opener.is_active:
+        raise Forbidden("your account is inactive")
+    names = {str(name) for name in usernames} - {opener.get_username()}
+    if not names:
+        raise InvalidRequest("name at least one other person", field="users")
+    if len(names) > DM_MAX_OTHERS:
+        raise InvalidRequest(f"a direct message holds at most {DM_MAX_OTHERS} other people", field="users")
+    others = list(get_user_model().objects.filter(username__in=names, is_active=True).order_by("username"))
+    unknown = names - {u.get_username() for u in others}
+    if unknown:
+        raise InvalidRequest("no such user", field="users", users=sorted(unknown))
+    people = [opener, *others]
+    key = ",".join(str(pk) for pk in sorted(u.pk for u in people))
+    existing = Room.objects.filter(dm_key=key).first()
+    if existing is not None:
+        return existing, False
+    try:
+        with transaction.atomic():
+            room = Room.objects.create(
+                slug=_dm_slug(key), title=", ".join(sorted(u.get_username() for u in people))[:200],
+                is_public=False, created_by=opener, dm_key=key,
+            )
+            Membership.objects.bulk_create([Membership(room=room, user=u) for u in people])
+            for user in people:
+                _room_added_on_commit(room, user)
+    except IntegrityError:
+        existing = Room.objects.filter(dm_key=key).first()
+        if existing is None:
+            raise
+        return existing, False
+    return room, True
+
+
+def _managing_membership(room: Room, by: AbstractBaseUser) -> Membership:
+    """``by``'s membership if they may change who is in ``room`` (its owner or a moderator)."""
+    if room.is_dm:
+        raise Forbidden("a direct message's people are fixed: open another one", room=room.slug)
+    membership = selectors.room_access(room=room, user=by).require("read")
+    if membership is None or not membership.is_moderator:
+        raise Forbidden("only the room's owner and moderators manage its members", room=room.slug)
+    return membership
+
+
+def member_invite(*, room: Room, by: AbstractBaseUser, username: str) -> tuple[Membership, bool]:
+    """Make an active user a member of a room, as its owner or a moderator: ``(membership, created)``.
+
+    The invited user's sockets hear ``room.added`` after commit, so the room appears in
+    their list at once. Inviting a member again changes nothing; a banned user stays
+    banned (staff lift bans).
+    """
+    with transaction.atomic():
+        _managing_membership(room, by)
+        user = get_user_model().objects.filter(username=username, is_active=True).first()
+        if user is None:
+            raise InvalidRequest("no such user", field="user", user=username)
+        existing = Membership.objects.filter(room=room, user=user).first()
+        if existing is not None:
+            if existing.banned:
+                raise Forbidden("this user is banned from the room", room=room.slug, user=username)
+            return existing, False
+        membership = Membership.objects.create(room=room, user=user)
+        _room_added_on_commit(room, user)
+    return membership, True
+
+
+def member_remove(*, room: Room, by: AbstractBaseUser, username: str) -> None:
+    """Take a member out of a room, as its owner or a moderator; their sockets leave it at once.
+
+    Nobody removes the owner, and a moderator removes only plain members. The user's
+    sockets leave the room (the ``room_remove`` control, as a kick) and, for a private
+    room, hear ``room.removed`` so it leaves their list.
+    """
+    with transaction.atomic():
+        mine = _managing_membership(room, by)
+        target = Membership.objects.select_related("room", "user").filter(
+            room=room, user__username=username).first()
+        if target is None:
+            raise InvalidRequest("not a member of this room", field="user", user=username)
+        if target.role == Membership.Role.OWNER or (
+            target.role == Membership.Role.MODERATOR and mine.role != Membership.Role.OWNER
+        ):
+            raise Forbidden("you cannot remove this member", room=room.slug, user=username)
+        membership_delete(membership=target)
+        if not room.is_public:
+            broadcast.user_send_on_commit(target.user_id, events.room_removed_event(room=room.slug, reason="removed"))
+
+
+def room_notifications_set(*, room: Room, user: AbstractBaseUser, muted: bool) -> Membership:
+    """Silence (or not) a room's notifications for oneself; the user's other tabs hear ``room.muted``.
+
+    Muted: no ``mention`` or ``dm`` push from the room reaches the user, and the page
+    dims its unread badge. Entering a public room for the first time makes the membership.
+    """
+    with transaction.atomic():
+        membership = selectors.room_access(room=room, user=user).require("enter")
+        if membership is None:
+            membership, _ = Membership.objects.get_or_create(room=room, user=user)
+        if membership.notifications_muted != muted:
+            membership.notifications_muted = muted
+            membership.save(update_fields=["notifications_muted"])
+            broadcast.user_send_on_commit(user.pk, events.room_muted_event(membership))
+    return membership
 
 
 def room_enter(*, slug: str, user: AbstractBaseUser) -> tuple[Room, Membership]:
@@ -141,6 +271,8 @@ def message_post(
                 room=room, author=author, ids=attachments, message=message) if attachments else ()
             search_index.message_index(message=message)  # commits or rolls back with it
             broadcast.room_send_on_commit(room.slug, events.message_event(message, attachments=attached))
+            if room.dm_key is not None:
+                _dm_notify_on_commit(message)
             message_postprocess_queue(message=message)
             return message, True
     except IntegrityError:
@@ -148,6 +280,16 @@ def message_post(
         if existing is None:
             raise
         return existing, False
+
+
+def _dm_notify_on_commit(message: Message) -> None:
+    """A DM's other members hear ``dm`` on all their sockets (unless they muted it), after commit."""
+    recipients = Membership.objects.filter(
+        room=message.room, banned=False, notifications_muted=False
+    ).exclude(user_id=message.author_id).values_list("user_id", flat=True)
+    event = events.dm_event(message)
+    for user_id in recipients:
+        broadcast.user_send_on_commit(user_id, event)
 
 
 def _original(room: Room, author: AbstractBaseUser, client_id: str | None) -> Message | None:
@@ -521,7 +663,8 @@ def message_moderate(*, message_id: int) -> Message | None:
 
 
 def mentions_notify(*, message_id: int) -> list[str]:
-    """Push a ``mention`` to every socket of each user the message mentions who can see the room.
+    """Push a ``mention`` to every socket of each user the message mentions who can see the room
+    and has not muted it.
 
     Returns the usernames notified. Idempotent at the sockets: each notification has an
     ``event_id`` of the message and user.
@@ -537,8 +680,11 @@ def mentions_notify(*, message_id: int) -> list[str]:
     memberships = {m.user_id: m for m in Membership.objects.filter(room=room, user__in=users)}
     notified = []
     for user in users:
-        if not selectors.room_access(room=room, user=user, membership=memberships.get(user.pk)).can_enter:
+        membership = memberships.get(user.pk)
+        if not selectors.room_access(room=room, user=user, membership=membership).can_enter:
             continue
+        if membership is not None and membership.notifications_muted:
+            continue  # the user silenced this room
         push.push_user(user.pk, events.mention_event(message), event_id=f"mention:{message.pk}:{user.pk}")
         notified.append(user.get_username())
     return sorted(notified)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import math
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import login
@@ -19,7 +22,7 @@ from django.utils.cache import patch_cache_control
 from django.views.decorators.http import require_GET, require_http_methods
 from redis.exceptions import RedisError
 
-from chat import avatars, events, selectors, services
+from chat import avatars, errors, events, selectors, services
 from chat.forms import RoomForm, SignupForm
 from realtime import features
 from realtime.protocol import SLUG_RE
@@ -29,10 +32,52 @@ logger = logging.getLogger(__name__)
 
 
 def _rooms_payload(request: HttpRequest) -> list[dict]:
-    return [
-        {"slug": r.slug, "title": r.title, "public": r.is_public, "last_seq": r.last_seq}
-        for r in selectors.rooms_visible(user=request.user)
-    ]
+    return [events.room_entry(listing) for listing in selectors.room_list(user=request.user)]
+
+
+# --- JSON API helpers: a refusal is a JSON 4xx, never a redirect or a 500 ---------------
+
+#: The HTTP status of each chat refusal.
+_STATUS = {
+    errors.RoomNotFound: 404, errors.MessageNotFound: 404, errors.InvalidRequest: 400,
+    errors.Blocked: 400, errors.Forbidden: 403, errors.Banned: 403, errors.Muted: 403,
+}
+
+
+def _refusal(exc: errors.ChatError) -> JsonResponse:
+    """A chat refusal as JSON with the status of its kind."""
+    return JsonResponse({"error": exc.code, "detail": exc.detail, **exc.context}, status=_STATUS.get(type(exc), 403))
+
+
+def _api_login_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Like ``login_required``, but a JSON 401 instead of a redirect to the login page."""
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.is_authenticated:
+            return JsonResponse({"error": "not_authenticated", "detail": "log in first"}, status=401)
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def _json_body(request: HttpRequest) -> dict[str, Any]:
+    """The request's JSON object; InvalidRequest if it is not one."""
+    try:
+        body = json.loads(request.body or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        raise errors.InvalidRequest("the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise errors.InvalidRequest("the body must be a JSON object")
+    return body
+
+
+def _room_or_refusal(slug: str):
+    """The room of a URL's slug, or RoomNotFound."""
+    room = selectors.room_by_slug(slug=slug) if SLUG_RE.fullmatch(slug) else None
+    if room is None:
+        raise errors.RoomNotFound("no such room", room=slug)
+    return room
 
 
 @login_required
@@ -196,4 +241,95 @@ def avatar_image(request: HttpRequest, user_id: int) -> HttpResponse:
     response["Content-Disposition"] = 'inline; filename="avatar.png"'
     # The URL carries the version (?v=): a new picture is a new URL, so browsers may keep this one.
     patch_cache_control(response, private=True, max_age=86400)
+    return response
+
+
+# --- Direct messages, members, one's own notification setting, people ------------------
+
+
+@_api_login_required
+@require_http_methods(["POST"])
+def dm_open(request: HttpRequest) -> JsonResponse:
+    """``POST {"users": ["bob", ...]}``: the DM with those people, 201 when new, 200 when it existed."""
+    try:
+        body = _json_body(request)
+        users = body.get("users")
+        if not isinstance(users, list) or not all(isinstance(u, str) and 0 < len(u) <= 150 for u in users):
+            raise errors.InvalidRequest("users is a list of usernames", field="users")
+        if len(users) > services.DM_MAX_OTHERS + 1:
+            raise errors.InvalidRequest(f"a direct message holds at most {services.DM_MAX_OTHERS} other people",
+                                        field="users")
+        room, created = services.dm_open(opener=request.user, usernames=users)
+    except errors.ChatError as exc:
+        return _refusal(exc)
+    entry = events.room_entry(selectors.room_listing(room=room, user=request.user))
+    return JsonResponse({"room": room.slug, "created": created, "entry": entry}, status=201 if created else 200)
+
+
+def _member_entry(membership) -> dict[str, Any]:
+    return {"user": membership.user.get_username(), "name": selectors.display_name(membership.user),
+            "role": membership.role}
+
+
+@_api_login_required
+@require_http_methods(["GET", "POST"])
+def room_members(request: HttpRequest, slug: str) -> JsonResponse:
+    """``GET``: a room's members (members only). ``POST {"user": "bob"}``: invite (owner, moderators)."""
+    try:
+        room = _room_or_refusal(slug)
+        if request.method == "GET":
+            access = selectors.room_access(room=room, user=request.user)
+            access.require("read")
+            mine = access.membership
+            response = JsonResponse({
+                "room": room.slug, "dm": room.is_dm,
+                "role": mine.role if mine is not None else None,
+                "members": [_member_entry(m) for m in selectors.room_members(room=room)],
+            })
+            patch_cache_control(response, private=True, no_cache=True)
+            return response
+        username = _json_body(request).get("user")
+        if not isinstance(username, str) or not 0 < len(username) <= 150:
+            raise errors.InvalidRequest("user is a username", field="user")
+        membership, created = services.member_invite(room=room, by=request.user, username=username)
+    except errors.ChatError as exc:
+        return _refusal(exc)
+    return JsonResponse({"room": room.slug, **_member_entry(membership)}, status=201 if created else 200)
+
+
+@_api_login_required
+@require_http_methods(["DELETE"])
+def room_member(request: HttpRequest, slug: str, username: str) -> HttpResponse:
+    """``DELETE``: take a member out of the room (owner, moderators); their sockets leave at once."""
+    try:
+        room = _room_or_refusal(slug)
+        services.member_remove(room=room, by=request.user, username=username)
+    except errors.ChatError as exc:
+        return _refusal(exc)
+    return HttpResponse(status=204)
+
+
+@_api_login_required
+@require_http_methods(["POST"])
+def room_mute(request: HttpRequest, slug: str) -> JsonResponse:
+    """``POST {"muted": true|false}``: silence a room's notifications for oneself."""
+    try:
+        room = _room_or_refusal(slug)
+        muted = _json_body(request).get("muted")
+        if not isinstance(muted, bool):
+            raise errors.InvalidRequest("muted is true or false", field="muted")
+        membership = services.room_notifications_set(room=room, user=request.user, muted=muted)
+    except errors.ChatError as exc:
+        return _refusal(exc)
+    return JsonResponse({"room": room.slug, "muted": membership.notifications_muted})
+
+
+@_api_login_required
+@require_GET
+def people(request: HttpRequest) -> JsonResponse:
+    """``?q=``: active people whose username or name starts with it (usernames and display names only)."""
+    q = request.GET.get("q", "")[:150]
+    found = selectors.people_search(q=q, exclude=request.user)
+    response = JsonResponse({"people": [{"user": u.get_username(), "name": selectors.display_name(u)} for u in found]})
+    patch_cache_control(response, private=True, no_cache=True)
     return response

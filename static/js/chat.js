@@ -11,7 +11,7 @@ const $ = (id) => document.getElementById(id);
 const els = {
   rooms: $("room-list"), title: $("room-title"), messages: $("messages"), presence: $("presence"),
   typing: $("typing"), composer: $("composer"), body: $("body"), conn: $("conn-status"),
-  notice: $("notice"), older: $("older"),
+  notice: $("notice"), older: $("older"), dms: $("dm-list"),
 };
 
 const READ_KEY = `chat.read.${config.user}`;
@@ -52,24 +52,32 @@ function unread(slug) {
   return room ? Math.max(0, (room.last_seq || 0) - (readSeq[slug] || 0)) : 0;
 }
 
+// A DM is named by its other people (features/dm.js); a room by its title.
+function roomLabel(room) {
+  if (room.kind === "dm") return (room.people || []).map((p) => p.name).join(", ") || room.title;
+  return `# ${room.title || room.slug}`;
+}
+
 function renderRooms() {
   // Re-rendering must not drop keyboard focus from the room list.
-  const focused = document.activeElement?.closest?.("#room-list a")?.dataset.room;
+  const focused = document.activeElement?.closest?.("#room-list a, #dm-list a")?.dataset.room;
   els.rooms.replaceChildren();
+  if (els.dms) els.dms.replaceChildren();
   let total = 0;
   for (const room of rooms.values()) {
     const li = el("li");
     const a = el("a", room.slug === current ? "active" : "");
     a.href = `?room=${encodeURIComponent(room.slug)}`;
     a.dataset.room = room.slug;
-    a.append(el("span", "name", `# ${room.title || room.slug}`));
+    if (room.muted) a.classList.add("muted");
+    a.append(el("span", "name", roomLabel(room)));
     const n = room.slug === current ? 0 : unread(room.slug);
-    total += n;
+    if (!room.muted) total += n;
     if (n > 0) a.append(el("span", "unread", String(n)));
     if (room.mentioned && room.slug !== current) a.append(el("span", "mention-badge", "@"));
     a.addEventListener("click", (e) => { e.preventDefault(); openRoom(room.slug); });
     li.append(a);
-    els.rooms.append(li);
+    (room.kind === "dm" && els.dms ? els.dms : els.rooms).append(li);
     if (room.slug === focused) a.focus();
   }
   const own = document.hidden ? unread(current) : 0;
@@ -177,7 +185,7 @@ function openRoom(slug) {
   els.messages.replaceChildren();
   presence = new Set();
   renderPresence();
-  els.title.textContent = rooms.get(slug)?.title || slug;
+  els.title.textContent = rooms.get(slug) ? roomLabel(rooms.get(slug)) : slug;
   els.older.hidden = true;
   showNotice("");
   client.join(slug);
@@ -203,7 +211,7 @@ client.on("state", renderConn);
 client.on("joined", (e) => {
   if (e.room !== current) return;
   if (e.reset) els.messages.replaceChildren();
-  els.title.textContent = e.title || e.room;
+  els.title.textContent = rooms.get(e.room)?.kind === "dm" ? roomLabel(rooms.get(e.room)) : (e.title || e.room);
   presence = new Set(e.presence);
   renderPresence();
   const room = rooms.get(e.room);
@@ -362,6 +370,7 @@ export const page = {
   current: () => current,
   messages: els.messages,
   renderRooms,
+  openRoom,
   messageNode: (seq) => els.messages.querySelector(`li[data-seq="${seq}"]`),
   el,
   openRoom, // search: open the room of a hit

@@ -383,7 +383,7 @@ def test_membership_update_refuses_an_unknown_role(bob, lobby):
     """A role outside the choices is refused and nothing is stored."""
     membership = Membership.objects.get(room=lobby, user=bob)
     with pytest.raises(ValueError):
-        services.membership_update(membership=membership, role="owner", muted_until=None, banned=False)
+        services.membership_update(membership=membership, role="overlord", muted_until=None, banned=False)
     assert Membership.objects.get(pk=membership.pk).role == "member"
 
 
