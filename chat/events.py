@@ -12,16 +12,13 @@ docs/protocol.md.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.core.exceptions import ObjectDoesNotExist
 
 from attachments.events import attachment_event, attachments_of
 from chat import markup
 from chat.models import Announcement, Membership, Message, Room
-
-if TYPE_CHECKING:
-    from chat.selectors import RoomListing
 
 
 def _ts(value) -> str | None:
@@ -179,11 +176,13 @@ def announcement_event(announcement: Announcement) -> dict[str, Any]:
 # --- The room list: direct messages, invites, removals, mutes ---------------------------
 
 
-def room_entry(listing: RoomListing) -> dict[str, Any]:
+def room_entry(listing: Any) -> dict[str, Any]:
     """One room as a user's room list shows it (``/api/rooms/``, ``room.added``).
 
-    ``kind`` is ``dm`` for a direct message, whose ``people`` are the other members;
-    ``role`` and ``muted`` are the user's own (null role: a public room not entered).
+    ``listing`` is a chat.selectors.RoomListing (room, the user's membership, a DM's
+    other people). ``kind`` is ``dm`` for a direct message, whose ``people`` are the
+    other members; ``role`` and ``muted`` are the user's own (null role: a public room
+    not entered).
     """
     room, membership = listing.room, listing.membership
     entry: dict[str, Any] = {
@@ -197,7 +196,7 @@ def room_entry(listing: RoomListing) -> dict[str, Any]:
     return entry
 
 
-def room_added_event(listing: RoomListing) -> dict[str, Any]:
+def room_added_event(listing: Any) -> dict[str, Any]:
     """``room.added``: to a user's sockets, a room they can now see (a DM opened with them, an invite)."""
     return {"type": "room.added", "room": listing.room.slug, "entry": room_entry(listing)}
 
