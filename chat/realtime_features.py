@@ -110,7 +110,8 @@ chat.event("joined", doc="Reply to `join`: the latest seq and who is present.",
            example={"type": "joined", "room": "lobby", "title": "Lobby", "seq": 42,
                     "presence": ["alice", "bob"], "reset": False})
 chat.event("left", doc="Reply to `leave`.", example={"type": "left", "room": "lobby"})
-chat.event("removed", doc="You were removed from a room (kicked or banned); do not rejoin automatically.",
+chat.event("removed", doc="You were removed from a room (`reason`: `kicked` or `banned` by staff, `removed` by "
+           "the room's owner or a moderator); do not rejoin automatically.",
            example={"type": "removed", "room": "lobby", "reason": "banned"})
 chat.event("message", doc=(
     "A chat message, to everyone in the room (including the sender). `body` is the source text; "

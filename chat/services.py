@@ -140,7 +140,7 @@ def member_remove(*, room: Room, by: AbstractBaseUser, username: str) -> None:
     """Take a member out of a room, as its owner or a moderator; their sockets leave it at once.
 
     Nobody removes the owner, and a moderator removes only plain members. The user's
-    sockets leave the room (the ``room_remove`` control, as a kick) and, for a private
+    sockets leave the room (the ``room_remove`` control, reason ``removed``) and, for a private
     room, hear ``room.removed`` so it leaves their list.
     """
     with transaction.atomic():
@@ -153,7 +153,8 @@ def member_remove(*, room: Room, by: AbstractBaseUser, username: str) -> None:
             target.role == Membership.Role.MODERATOR and mine.role != Membership.Role.OWNER
         ):
             raise Forbidden("you cannot remove this member", room=room.slug, user=username)
-        membership_delete(membership=target)
+        target.delete()
+        broadcast.user_control_on_commit(target.user_id, "room_remove", room=room.slug, reason="removed")
         if not room.is_public:
             broadcast.user_send_on_commit(target.user_id, events.room_removed_event(room=room.slug, reason="removed"))
 

@@ -61,7 +61,7 @@ async def test_an_invite_appears_live_and_a_removal_takes_the_socket_out(people)
         event = await recv(b)
         if event["type"] in ("removed", "room.removed"):
             seen[event["type"]] = event
-    assert seen["removed"] == {"type": "removed", "room": "design", "reason": "kicked"}
+    assert seen["removed"] == {"type": "removed", "room": "design", "reason": "removed"}
     assert seen["room.removed"] == {"type": "room.removed", "room": "design", "reason": "removed"}
     await sync_to_async(services.message_post)(room=room, author=alice, body="after you left")
     assert [e for e in await drain(b) if e.get("room") == "design"] == []

@@ -53,31 +53,47 @@ function messageButton(user) {
   return button;
 }
 
-// The presence list is re-rendered by chat.js: decorate each entry as it appears.
+// A person's name (an author in the messages, an entry of the presence list) opens a
+// small menu with "Message". Delegated, since chat.js redraws both; the menu goes after
+// the name's list, so the entries' own text stays the name alone.
+let menu = null;
+function closeMenu() { if (menu) { menu.remove(); menu = null; } }
+
+function showMenu(user, after) {
+  closeMenu();
+  menu = page.el("div", "person-menu");
+  menu.setAttribute("role", "menu");
+  menu.append(page.el("span", "who", user), messageButton(user));
+  after.after(menu);
+  menu.querySelector("button").focus();
+}
+
+page.messages.addEventListener("click", (e) => {
+  const author = e.target.closest(".author[data-user]");
+  if (author && author.dataset.user !== page.config.user) showMenu(author.dataset.user, author);
+});
+
 const presenceList = $("presence");
 function decoratePresence() {
   for (const li of presenceList.children) {
-    if (li.dataset.user) continue;
-    li.dataset.user = li.textContent;
-    if (li.dataset.user !== page.config.user) li.append(messageButton(li.dataset.user));
+    if (li.tabIndex === 0 || li.textContent === page.config.user) continue;
+    li.tabIndex = 0;
+    li.classList.add("person");
+    li.title = `Message ${li.textContent}`;
   }
 }
 new MutationObserver(decoratePresence).observe(presenceList, { childList: true });
-
-// An author's name opens a small menu with "Message" (delegated: chat.js draws messages).
-let menu = null;
-function closeMenu() { if (menu) { menu.remove(); menu = null; } }
-page.messages.addEventListener("click", (e) => {
-  const author = e.target.closest(".author[data-user]");
-  if (!author || author.dataset.user === page.config.user) return;
-  closeMenu();
-  menu = page.el("span", "person-menu");
-  menu.setAttribute("role", "menu");
-  menu.append(messageButton(author.dataset.user));
-  author.after(menu);
-  menu.querySelector("button").focus();
+presenceList.addEventListener("click", (e) => {
+  const li = e.target.closest("li.person");
+  if (li) showMenu(li.textContent, presenceList);
 });
-document.addEventListener("click", (e) => { if (menu && !menu.contains(e.target) && !e.target.closest(".author")) closeMenu(); });
+presenceList.addEventListener("keydown", (e) => {
+  const li = e.target.closest("li.person");
+  if (li && (e.key === "Enter" || e.key === " ")) { e.preventDefault(); showMenu(li.textContent, presenceList); }
+});
+document.addEventListener("click", (e) => {
+  if (menu && !menu.contains(e.target) && !e.target.closest(".author, #presence li")) closeMenu();
+});
 document.addEventListener("keydown", (e) => { if (e.key === "Escape") closeMenu(); });
 
 // --- live room-list changes ------------------------------------------------------------
