@@ -64,12 +64,16 @@ def people(make_user, lobby):
 
 
 def test_a_dm_from_the_presence_list_appears_live_and_notifies_a_hidden_tab(browser, daphne, people):
-    """alice messages bob from the presence list; bob's DM list shows it live; hidden, he gets a notification."""
+    """alice messages bob from the presence list; bob's DM list shows it live; hidden, he gets a notification,
+    and none once he muted the DM; permission is never asked on load."""
     errors: list[str] = []
     alice = log_in(browser, daphne, "alice", errors=errors)
     bob = log_in(browser, daphne, "bob", errors=errors, notifications=True)
     try:
         assert bob.locator("#notify-enable").count() == 0  # granted already: nothing to ask
+        # Not granted: the page offers the control and has asked nothing on load.
+        assert alice.evaluate("() => Notification.permission") == "default"
+        assert alice.locator("#notify-enable").count() == 1
         alice.wait_for_selector("#presence li.person")
         alice.click("#presence li.person")
         alice.get_by_role("button", name="Message bob").click()
@@ -96,6 +100,16 @@ def test_a_dm_from_the_presence_list_appears_live_and_notifies_a_hidden_tab(brow
         alice.wait_for_function(
             "() => [...document.querySelectorAll('#messages .body')].some(b => b.textContent === 'yes, see you there')")
         assert alice.evaluate("() => (window.chatNotifications || []).length") == 0  # visible tab: no notification
+        # Muted from the page (stored on the server): hidden again, a new message raises nothing.
+        bob.get_by_role("button", name="Mute").click()
+        bob.wait_for_selector("#dm-list a.muted")
+        bob.evaluate("() => { window.__hidden = true; document.dispatchEvent(new Event('visibilitychange')); }")
+        alice.fill("#body", "are you muted?")
+        alice.press("#body", "Enter")
+        bob.wait_for_function(
+            "() => [...document.querySelectorAll('#messages .body')].some(b => b.textContent === 'are you muted?')")
+        assert bob.evaluate("() => window.chatNotifications.length") == 1
+        bob.evaluate("() => { window.__hidden = false; document.dispatchEvent(new Event('visibilitychange')); }")
         shoot(bob, "dm-conversation")
         assert errors == []
     finally:
@@ -104,7 +118,8 @@ def test_a_dm_from_the_presence_list_appears_live_and_notifies_a_hidden_tab(brow
 
 
 def test_a_private_room_invite_and_removal_are_live_and_ctrl_k_finds_people(browser, daphne, people):
-    """alice creates a private room, invites bob (his list gains it live), removes him (it goes); Ctrl+K finds carol."""
+    """alice creates a private room, invites bob (his list gains it live), removes him (it goes); an author's
+    name and Ctrl+K open DMs."""
     errors: list[str] = []
     alice = log_in(browser, daphne, "alice", errors=errors)
     bob = log_in(browser, daphne, "bob", errors=errors)
@@ -136,6 +151,10 @@ def test_a_private_room_invite_and_removal_are_live_and_ctrl_k_finds_people(brow
         alice.wait_for_function(
             "() => [...document.querySelectorAll('#messages .body')].some(b => b.textContent === 'after bob left')")
         assert "after bob left" not in bob.inner_text("#messages")
+        # An author's name offers "Message" too.
+        bob.click("#messages .author[data-user=alice]")
+        bob.get_by_role("button", name="Message alice").click()
+        bob.wait_for_function("() => document.querySelector('#room-title').textContent === 'Alice Liddell'")
         # The switcher: Ctrl+K, type, Enter opens the DM with the person found.
         bob.keyboard.press("Control+k")
         bob.wait_for_selector("dialog.switcher[open]")
@@ -144,7 +163,7 @@ def test_a_private_room_invite_and_removal_are_live_and_ctrl_k_finds_people(brow
         shoot(bob, "switcher")
         bob.click(".switcher-results li[data-value=carol]")
         bob.wait_for_function("() => document.querySelector('#room-title').textContent === 'Carol'")
-        assert names_in(bob, "#dm-list .name") == "Carol"
+        assert names_in(bob, "#dm-list .name") == "Alice Liddell|Carol"
         assert errors == []
     finally:
         alice.context.close()
