@@ -88,7 +88,9 @@ def index(request: HttpRequest) -> HttpResponse:
     config = {
         "user": request.user.get_username(),
         "rooms": rooms,
-        "room": request.GET.get("room") or (rooms[0]["slug"] if rooms else None),
+        # By default a room rather than a DM (DM slugs sort first).
+        "room": request.GET.get("room") or next(
+            (r["slug"] for r in rooms if r["kind"] != "dm"), rooms[0]["slug"] if rooms else None),
         "maxBody": settings.REALTIME["MAX_BODY_CHARS"],
         "pingMs": settings.REALTIME["CLIENT_PING_MS"],
         "moderates": selectors.rooms_moderated(user=request.user),

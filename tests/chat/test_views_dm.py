@@ -131,3 +131,11 @@ def test_the_new_room_form_offers_a_private_choice(people):
     assert Membership.objects.get(room=room).role == Membership.Role.OWNER
     page = as_user(people["alice"]).get("/").content.decode()
     assert "Private: people you invite" in page and 'id="dm-list"' in page
+
+
+def test_the_page_opens_a_room_rather_than_a_dm_by_default(people, lobby):
+    """With a DM (whose slug sorts first) and the lobby, the page without ?room= opens the lobby."""
+    services.dm_open(opener=people["alice"], usernames=["bob"])
+    response = as_user(people["alice"]).get("/")
+    assert response.context["config"]["room"] == "lobby"
+    assert [r["kind"] for r in response.context["config"]["rooms"]] == ["dm", "room"]

@@ -99,6 +99,13 @@ export function openSwitcher() {
   input.focus();
 }
 
+// A visible way in for the mouse and the phone, at the top of the room list.
+const opener = page.el("button", "switcher-open", "Jump to…");
+opener.type = "button";
+opener.title = "Find a room or a person (Ctrl+K)";
+opener.addEventListener("click", openSwitcher);
+document.querySelector(".rooms h2")?.before(opener);
+
 document.addEventListener("keydown", (e) => {
   if ((e.ctrlKey || e.metaKey) && !e.altKey && e.key.toLowerCase() === "k") {
     e.preventDefault();
