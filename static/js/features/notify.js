@@ -20,7 +20,7 @@ function control() {
     await Notification.requestPermission();
     control();
   });
-  document.querySelector(".rooms .conn")?.after(button);
+  (document.querySelector(".rooms .drawer-head") || document.querySelector(".rooms h2"))?.after(button);
 }
 
 function raise(event, title) {

@@ -104,7 +104,8 @@ const opener = page.el("button", "switcher-open", "Jump to…");
 opener.type = "button";
 opener.title = "Find a room or a person (Ctrl+K)";
 opener.addEventListener("click", openSwitcher);
-document.querySelector(".rooms h2")?.before(opener);
+const head = document.querySelector(".rooms .drawer-head");
+if (head) head.after(opener); else document.querySelector(".rooms h2")?.before(opener);
 
 document.addEventListener("keydown", (e) => {
   if ((e.ctrlKey || e.metaKey) && !e.altKey && e.key.toLowerCase() === "k") {
