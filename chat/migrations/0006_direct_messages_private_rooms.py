@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('chat', '0003_banned_word_list'),
+        ('chat', '0005_avatar'),
     ]
 
     operations = [
