@@ -37,8 +37,8 @@ DOORS = [
     "room list",
     "members and mute API",
     "admin Online now",
-    # search: the search engineer adds "search" and its test below (marked SEARCH DOOR).
-    # attachments: the attachments engineer adds "attachments" and its test below (marked ATTACHMENTS DOOR).
+    "search",
+    "attachments",
 ]
 
 SECRET = "the plans are in the blue folder"
@@ -194,5 +194,34 @@ async def test_door_admin_online_now(people, closed, make_user):
     await alice.disconnect()
 
 
-# SEARCH DOOR: test_door_search(people, closed): carol's search finds nothing of the room (add "search" to DOORS).
-# ATTACHMENTS DOOR: test_door_attachments(people, closed): carol can neither upload to nor download from the room.
+def test_door_search(people, closed):
+    """carol's search finds nothing of the room, across rooms or naming it; bob's finds the message."""
+    carol, bob = logged_in(people["carol"]), logged_in(people["bob"])
+    everywhere = carol.get("/api/search/", {"q": "blue folder"})
+    assert everywhere.status_code == 200 and everywhere.json()["results"] == []
+    named = carol.get("/api/search/", {"q": "blue folder", "room": closed.slug})
+    assert named.status_code in (403, 404) and SECRET not in named.content.decode()
+    found = bob.get("/api/search/", {"q": "blue folder"}).json()["results"]
+    assert [r["room"] for r in found] == [closed.slug]
+
+
+def test_door_attachments(people, closed):
+    """carol can neither upload to the room nor fetch a file bob shared there (404, as for no room); bob can."""
+    import io
+
+    from tests.attachments.conftest import png_bytes
+
+    def upload(client: Client):
+        f = io.BytesIO(png_bytes())
+        f.name = "plan.png"
+        return client.post(f"/api/rooms/{closed.slug}/uploads/", {"file": f})
+
+    carol, bob = logged_in(people["carol"]), logged_in(people["bob"])
+    assert upload(carol).status_code == 404
+    shared = upload(bob)
+    assert shared.status_code == 201, shared.content
+    body = shared.json()
+    services.message_post(room=closed, author=people["bob"], body="the plan", attachments=[body["id"]])
+    for url in (body["url"], body["thumbnail_url"]):
+        assert carol.get(url).status_code == 404
+        assert bob.get(url).status_code == 200
