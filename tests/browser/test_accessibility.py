@@ -28,6 +28,7 @@ SIZES = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "hei
 VIEWS = [
     ("chat", "/", True, CONNECTED, None),
     ("search", "/", True, CONNECTED, "search"),
+    ("dm", "/?room={dm}", True, CONNECTED, None),
     ("login", "/accounts/login/", False, None, None),
     ("sign-up", "/accounts/signup/", False, None, None),
     ("echo", "/echo/", False, None, "echo"),
@@ -43,7 +44,7 @@ AXE_RUN = """async () => {
 
 @pytest.fixture
 def alice(make_user: Any, lobby: Any) -> Any:
-    """alice, a member of the lobby, with one message of hers in it."""
+    """alice, a member of the lobby, with one message of hers in it, and a DM with bob (``alice.dm_slug``)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from chat import services
@@ -51,8 +52,16 @@ def alice(make_user: Any, lobby: Any) -> Any:
     alice = make_user("alice")
     services.room_enter(slug="lobby", user=alice)
     # From a thread of its own: this one runs Playwright's event loop (see test_screens).
+    bob = make_user("bob")
+
+    def seed() -> str:
+        services.message_post(room=lobby, author=alice, body="Hello, everyone")
+        dm, _ = services.dm_open(opener=alice, usernames=["bob"])
+        services.message_post(room=dm, author=bob, body="Hello, just you")
+        return dm.slug
+
     with ThreadPoolExecutor(1) as pool:
-        pool.submit(services.message_post, room=lobby, author=alice, body="Hello, everyone").result()
+        alice.dm_slug = pool.submit(seed).result()
     return alice
 
 
@@ -85,6 +94,7 @@ def test_axe_finds_no_serious_violation(browser: Any, daphne: Any, alice: Any, n
     """axe-core finds no critical or serious violation on the view, light and dark, on a desktop
     and a phone (on the phone's chat, with the room drawer open too)."""
     assert AXE.exists(), "axe-core is missing: `make test` installs it (npm ci)"
+    path = path.format(dm=alice.dm_slug)
     with view_page(browser, daphne, alice if logged_in else None, path) as page:
         if ready:
             page.wait_for_function(ready)
