@@ -18,6 +18,7 @@ from django.conf import settings
 
 from chat import events, selectors, services
 from chat.errors import RoomNotFound
+from chat.group_commit import group_commit
 from realtime import admission, broadcast, features, metrics, presence
 from realtime.consumer import ProtocolConsumer
 from realtime.protocol import ErrorCode, ProtocolError
@@ -49,6 +50,12 @@ class ChatConsumer(ProtocolConsumer):
         # arrival order (clients place them by seq).
         self.rooms: dict[str, int] = {}
         self.room_models: dict[str, Any] = {}
+        # Joined room -> the user's membership as last read (None: has none). Every message
+        # checks it (chat.selectors.room_access) without a query; a ``membership`` event
+        # (the services send one on every change of role, mute or ban) drops it, a kick or
+        # ban takes the socket out of the room (``room_remove``), so the next message
+        # reads it again.
+        self.memberships: dict[str, Any] = {}
         # Room -> the highest seq delivered live (for resync after a hub reconnect).
         self.delivered: dict[str, int] = {}
         # Room -> broadcast messages held while its join reads the history.
@@ -153,12 +160,14 @@ class ChatConsumer(ProtocolConsumer):
 
     async def handle_message(self, p: dict[str, Any]) -> None:
         """Post a message; a repeated client_id gets the original back, to this socket only."""
-        room = await self._joined_room(p["room"])
-        message, created = await db(services.message_post)(
-            room=room, author=self.user, body=p["body"], client_id=p.get("client_id"),
-            attachments=p.get("attachments", ()),
-            reply_to=p.get("reply_to"),
-        )
+        slug = p["room"]
+        room = await self._joined_room(slug)
+        membership = self.memberships.get(slug, selectors.UNLOADED)
+        if membership is selectors.UNLOADED:
+            membership = self.memberships[slug] = await db(selectors.membership_of)(room=room, user=self.user)
+        message, created = await group_commit().post(services.MessageDraft(
+            room=room, author=self.user, body=p["body"], client_id=p.get("client_id"), membership=membership,
+        ))
         if not created:
             await self.send_event(await db(events.message_event)(message))
 
@@ -201,6 +210,7 @@ class ChatConsumer(ProtocolConsumer):
     async def _leave(self, slug: str) -> None:
         self.rooms.pop(slug, None)
         self.room_models.pop(slug, None)
+        self.memberships.pop(slug, None)
         self.delivered.pop(slug, None)
         self._typing_at.pop(slug, None)
         # Presence first: it stops this process refreshing the entry even if Redis fails below.
@@ -219,6 +229,9 @@ class ChatConsumer(ProtocolConsumer):
         """
         room = message.get("room")
         if room is None:
+            event = message.get("event") or {}
+            if event.get("type") == "membership":
+                self.memberships.pop(event.get("room"), None)  # changed: read again on the next message
             return True
         held = self.joining.get(room)
         if held is not None:

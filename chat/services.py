@@ -12,6 +12,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -211,76 +212,137 @@ def _membership_sql() -> str:
             f"AND {q(meta.get_field('user').column)} = %s")
 
 
-def _postable_membership(room: Room, user: AbstractBaseUser) -> Membership:
+def _postable_membership(
+    room: Room, user: AbstractBaseUser, membership: Membership | None = selectors.UNLOADED
+) -> Membership | None:
     # Every message runs this, so it skips the ORM's query building (a raw query, still
     # read into a Membership): Membership.objects.filter(...) cost more than the query, and
     # its default ordering (room, user) joined two more tables (docs/performance.md has the
-    # figures). At most one row matches (unique room, user). The time is part of every
-    # delivery's latency (bench/fanout, S2).
-    membership = next(iter(Membership.objects.raw(_membership_sql(), [room.pk, user.pk])), None)
+    # figures). At most one row matches (unique room, user). A socket passes the membership
+    # it cached at join (ChatConsumer drops it when a ``membership`` event says it changed).
+    if membership is selectors.UNLOADED:
+        membership = next(iter(Membership.objects.raw(_membership_sql(), [room.pk, user.pk])), None)
     selectors.room_access(room=room, user=user, membership=membership).require("post")
     return membership
 
 
+@dataclass(frozen=True)
+class MessageDraft:
+    """One message to post: the batch writer's input (``membership``: the caller's cached one, if any)."""
+
+    room: Room
+    author: AbstractBaseUser
+    body: str
+    client_id: str | None = None
+    membership: Any = selectors.UNLOADED
+
+
+#: What :func:`messages_post` returns for each draft: ``(message, created)`` or the refusal.
+PostOutcome = tuple[Message, bool] | ChatError
+
+
 def message_post(
     *, room: Room, author: AbstractBaseUser, body: str, client_id: str | None = None,
-    attachments: Sequence[int] = (), reply_to: int | None = None,
+    membership: Membership | None = selectors.UNLOADED,
 ) -> tuple[Message, bool]:
-    """Store a message with the room's next seq and broadcast it after commit.
+    """Store one message with the room's next seq and broadcast it after commit.
 
-    Returns ``(message, created)``. A ``client_id`` the author already used in this room
-    returns the original message with ``created=False`` and stores nothing.
+    Returns ``(message, created)``; a refusal (chat.errors) is raised. The same writer as
+    a batch (:func:`messages_post` with one draft): there is one write path.
+    """
+    outcome = messages_post(drafts=[MessageDraft(room, author, body, client_id, membership)])[0]
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
 
-    The seq comes from an ``UPDATE room SET last_seq = last_seq + 1 ... RETURNING``
-    inside the transaction: the row lock (PostgreSQL) or the write lock taken at BEGIN
-    IMMEDIATE (SQLite) serialises writers across processes, and the unique (room, seq)
-    constraint would refuse a duplicate if anything else ever went wrong.
+
+def messages_post(*, drafts: Sequence[MessageDraft]) -> list[PostOutcome]:
+    """Store messages in one transaction (group commit), each with its room's next seq; broadcast after commit.
+
+    Returns one outcome per draft, in order: ``(message, created)``, or the refusal
+    (chat.errors) of that draft alone. A ``client_id`` the author already used in the
+    room gives the original message with ``created=False`` and stores nothing.
+
+    Each room's seqs for the batch come from one ``UPDATE room SET last_seq = last_seq + n
+    ... RETURNING`` inside the transaction: the row lock (PostgreSQL) or the write lock
+    taken at BEGIN IMMEDIATE (SQLite) serialises writers across processes, and the unique
+    (room, seq) constraint would refuse a duplicate if anything else ever went wrong. The
+    batch is published in seq order once it commits: a rolled-back batch reaches nobody.
 
     A repeated ``client_id`` is caught by the unique (room, author, client_id) constraint
-    rather than looked up first: the insert fails, the transaction (with its seq) rolls
-    back, and the original is read. One query less on every new message, the hot path
-    (bench/fanout, S3).
+    rather than looked up first (one query less on the hot path): the insert fails, the
+    transaction (with its seqs) rolls back, and each draft of the batch is written again
+    on its own, where a repeat reads the original.
 
     The banned-words filter runs before anything is stored: *mask* words are stored (and
     so broadcast, served and mentioned) starred out; a *hide* word refuses the post
-    (``blocked``) and stores nothing. The stored body is rendered to ``html`` here, once:
-    every delivery carries that string.
-
-    ``attachments`` (upload ids) are attached in the same transaction: any that is not
-    the author's own unsent upload to this room refuses the post (``invalid_attachment``).
-
-    ``reply_to`` is the seq of an earlier, not deleted message of the same room that this
-    one quotes; any other seq is refused (``message_not_found``) and stores nothing.
+    (``blocked``) and stores nothing.
     """
     try:
         with transaction.atomic():
-            _postable_membership(room, author)
-            try:
-                body, moderated = _body_moderated(body, room=room)
-            except Blocked:
-                original = _original(room, author, client_id)
-                if original is None:
-                    raise
-                return original, False  # stored before the word was banned: a resend gets it back
-            quoted = _reply_target(room, reply_to) if reply_to is not None else None
-            seq = _seq_next(room)
-            message = Message.objects.create(
-                room=room, author=author, body=body, html=markup.body_render(body), seq=seq,
-                client_id=client_id, reply_to=quoted, moderated_at=timezone.now() if moderated else None,
-            )
-            attached = attachment_services.attachments_claim(
-                room=room, author=author, ids=attachments, message=message) if attachments else ()
-            search_index.message_index(message=message)  # commits or rolls back with it
-            broadcast.room_send_on_commit(room.slug, events.message_event(message, attachments=attached))
-            if room.dm_key is not None:
-                _dm_notify_on_commit(message)
-            message_postprocess_queue(message=message)
-            return message, True
+            return _messages_write(drafts)
+    except RoomNotFound:
+        if len(drafts) == 1:
+            raise
+        return [_message_write_alone(draft) for draft in drafts]  # a room deleted meanwhile: refuse its drafts only
     except IntegrityError:
-        existing = _original(room, author, client_id)
+        if len(drafts) > 1:
+            return [_message_write_alone(draft) for draft in drafts]
+        draft = drafts[0]
+        existing = _original(draft.room, draft.author, draft.client_id)
         if existing is None:
             raise
-        return existing, False
+        return [(existing, False)]
+
+
+def _message_write_alone(draft: MessageDraft) -> PostOutcome:
+    """One draft of a batch that failed as a whole, in its own transaction."""
+    try:
+        return messages_post(drafts=[draft])[0]
+    except ChatError as exc:
+        return exc
+
+
+def _messages_write(drafts: Sequence[MessageDraft]) -> list[PostOutcome]:
+    """The batch's checks, seqs and inserts, inside the caller's transaction."""
+    outcomes: list[PostOutcome | None] = [None] * len(drafts)
+    accepted: list[tuple[int, MessageDraft, str, bool]] = []
+    for index, draft in enumerate(drafts):
+        try:
+            _postable_membership(draft.room, draft.author, draft.membership)
+            body, moderated = _body_moderated(draft.body, room=draft.room)
+        except Blocked as exc:
+            original = _original(draft.room, draft.author, draft.client_id)
+            # Stored before the word was banned: a resend gets it back.
+            outcomes[index] = (original, False) if original is not None else exc
+            continue
+        except ChatError as exc:
+            outcomes[index] = exc
+            continue
+        accepted.append((index, draft, body, moderated))
+    if accepted:
+        counts: dict[int, int] = {}
+        for _, draft, _, _ in accepted:
+            counts[draft.room.pk] = counts.get(draft.room.pk, 0) + 1
+        top = _seqs_take(counts)
+        gone = next((draft.room for _, draft, _, _ in accepted if draft.room.pk not in top), None)
+        if gone is not None:  # deleted since the socket joined it (its membership went with it)
+            raise RoomNotFound("no such room", room=gone.slug)
+        now = timezone.now()
+        messages = []
+        for _, draft, body, moderated in accepted:  # seqs in arrival order, per room
+            seq = top[draft.room.pk] - counts[draft.room.pk] + 1
+            counts[draft.room.pk] -= 1
+            messages.append(Message(
+                room=draft.room, author=draft.author, body=body, seq=seq, client_id=draft.client_id,
+                created_at=now, moderated_at=now if moderated else None,
+            ))
+        Message.objects.bulk_create(messages)
+        for (index, _, _, _), message in zip(accepted, messages, strict=True):
+            broadcast.room_send_on_commit(message.room.slug, events.message_event(message))
+            message_postprocess_queue(message=message)
+            outcomes[index] = (message, True)
+    return outcomes  # type: ignore[return-value]
 
 
 def _dm_notify_on_commit(message: Message) -> None:
@@ -323,14 +385,24 @@ def _body_moderated(body: str, *, room: Room, **context: Any) -> tuple[str, bool
     return masked, masked != body
 
 
-def _seq_next(room: Room) -> int:
-    """Take the room's next seq (inside the caller's transaction)."""
+def _seqs_take(counts: dict[int, int]) -> dict[int, int]:
+    """Take ``counts[room_pk]`` seqs of each room in one statement: each room's new last seq (none if deleted).
+
+    Inside the caller's transaction; the room rows stay locked (PostgreSQL) until it ends.
+    """
     table = connection.ops.quote_name(Room._meta.db_table)
     column = connection.ops.quote_name(Room._meta.get_field("last_seq").column)
     pk = connection.ops.quote_name(Room._meta.pk.column)
+    rooms = sorted(counts)
+    cases = " ".join("WHEN %s THEN CAST(%s AS INTEGER)" for _ in rooms)
+    params: list[int] = [v for room in rooms for v in (room, counts[room])]
     with connection.cursor() as cursor:
-        cursor.execute(f"UPDATE {table} SET {column} = {column} + 1 WHERE {pk} = %s RETURNING {column}", [room.pk])
-        return cursor.fetchone()[0]
+        cursor.execute(
+            f"UPDATE {table} SET {column} = {column} + CASE {pk} {cases} END "
+            f"WHERE {pk} IN ({', '.join(['%s'] * len(rooms))}) RETURNING {pk}, {column}",
+            [*params, *rooms],
+        )
+        return dict(cursor.fetchall())
 
 
 def _message_in_room(room: Room, message_id: int) -> Message:

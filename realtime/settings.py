@@ -420,6 +420,9 @@ REALTIME = {
     # Per-user token bucket for messages: burst and sustained rate per second.
     "RATE_BURST": env_int("CHAT_RATE_BURST", 20),
     "RATE_PER_SECOND": float(env_str("CHAT_RATE_PER_SECOND", "5")),
+    # How often each process reconciles the message rate limit's local buckets with Redis
+    # (realtime.ratelimit.LocalBuckets; the error bound is in docs/reliability.md).
+    "RATE_SYNC_SECONDS": float(env_str("CHAT_RATE_SYNC_SECONDS", "0.5")),
     # Frames refused by the rate limiter before the socket is closed (4008).
     "RATE_STRIKES_BEFORE_CLOSE": env_int("CHAT_RATE_STRIKES", 20),
     # Open sockets per user, across every process.

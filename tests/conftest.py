@@ -119,6 +119,9 @@ def _clean_redis(redis_service: services.Service) -> Iterator[None]:
 
     for rt in runtimes():
         rt.sockets.clear()
+    from realtime.ratelimit import local_buckets_clear
+
+    local_buckets_clear()  # the message rate limit's in-process half of the buckets flushed below
     # Wait while the number of open sockets falls (their cleanup announces departures, which
     # must happen before the flush); up to 5 s, and not for sockets that stay open.
     deadline = time.monotonic() + 5
