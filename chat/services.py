@@ -396,10 +396,18 @@ def _seqs_take(counts: dict[int, int]) -> dict[int, int]:
     rooms = sorted(counts)
     cases = " ".join("WHEN %s THEN CAST(%s AS INTEGER)" for _ in rooms)
     params: list[int] = [v for room in rooms for v in (room, counts[room])]
+    placeholders = ", ".join(["%s"] * len(rooms))
     with connection.cursor() as cursor:
+        if len(rooms) > 1 and connection.features.has_select_for_update:
+            # Lock the rows in key order first: two batches over the same rooms in two
+            # processes then wait for each other instead of deadlocking (an UPDATE locks
+            # rows in whatever order its plan visits them). SQLite locks the whole file.
+            # NO KEY UPDATE, as the UPDATE itself takes: inserts that reference a room still go on.
+            lock = "FOR NO KEY UPDATE" if connection.vendor == "postgresql" else "FOR UPDATE"
+            cursor.execute(f"SELECT {pk} FROM {table} WHERE {pk} IN ({placeholders}) ORDER BY {pk} {lock}", rooms)
         cursor.execute(
             f"UPDATE {table} SET {column} = {column} + CASE {pk} {cases} END "
-            f"WHERE {pk} IN ({', '.join(['%s'] * len(rooms))}) RETURNING {pk}, {column}",
+            f"WHERE {pk} IN ({placeholders}) RETURNING {pk}, {column}",
             [*params, *rooms],
         )
         return dict(cursor.fetchall())
