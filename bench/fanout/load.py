@@ -54,10 +54,36 @@ def cpu_seconds() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def raise_nofile() -> None:
+def raise_nofile(want: int = 0) -> int:
+    """Raise the open-file limit to ``want`` (as root the hard limit too, up to fs.nr_open), else to the hard limit.
+
+    Returns the soft limit now in force; processes started afterwards inherit it.
+    """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if want > hard:
+        try:
+            with open("/proc/sys/fs/nr_open") as f:
+                want = min(want, int(f.read()))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+            return want
+        except (OSError, ValueError):  # not root: the hard limit is the ceiling
+            pass
+    target = min(max(want, soft), hard) if want else hard
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def source_address(index: int, sources: int) -> tuple[str, int] | None:
+    """The loopback source address of socket ``index`` spread over ``sources`` (127.0.0.2 ...), None for one.
+
+    Each (source address, port) pair is one connection to the server's one port, so N
+    sources give N times the ephemeral ports (net.ipv4.ip_local_port_range) a single one has.
+    """
+    if sources <= 1:
+        return None
+    k = index % sources
+    return (f"127.0.{k // 250}.{2 + k % 250}", 0)
 
 
 # --- histograms (plain dicts: they cross the pipe) ------------------------------------
@@ -336,9 +362,14 @@ class Worker:
 
     # --- sockets ----------------------------------------------------------------------
 
-    async def _open_one(self, index: int, purpose: str, room: str | None, join: bool, timeout: float) -> Any:
+    async def _open_one(self, index: int, purpose: str, room: str | None, join: bool, timeout: float,
+                        sources: int = 1) -> Any:
         from websockets.asyncio.client import connect
 
+        extra: dict[str, Any] = {}
+        local = source_address(index, sources)
+        if local is not None:
+            extra["local_addr"] = local
         ws = await connect(
             self.adapter.url(purpose, room),
             origin=self.adapter.origin,
@@ -348,6 +379,7 @@ class Worker:
             ping_interval=None,
             close_timeout=2,
             max_queue=64,
+            **extra,
         )
         try:
             if self.adapter.kind == "project" and purpose != "echo-endpoint":
@@ -371,6 +403,7 @@ class Worker:
     async def op_open(
         self, rooms: list[str | None], first_index: int = 0, purpose: str = "room", join: bool = True,
         reader: bool = True, concurrency: int = 50, open_timeout: float = 30.0, retries: int = 0,
+        sources: int = 1,
     ) -> dict[str, Any]:
         """Open one socket per entry of ``rooms`` (None: no room); report successes and failures.
 
@@ -387,7 +420,7 @@ class Worker:
             for attempt in range(retries + 1):
                 async with sem:
                     try:
-                        ws = await self._open_one(first_index + i, purpose, room, join, open_timeout)
+                        ws = await self._open_one(first_index + i, purpose, room, join, open_timeout, sources)
                     except Exception as exc:  # noqa: BLE001 - counted and reported
                         cause = exc.__cause__ or exc.__context__
                         why = f" ({type(cause).__name__}: {cause})" if cause is not None else ""
@@ -509,7 +542,8 @@ class Worker:
         """Send on a schedule from t0 for ``duration`` s at ``rate`` msg/s.
 
         fixed: socket 0 sends every 1/rate s (S2). poisson: exponential gaps, each message
-        from a socket chosen at random (S3: every member sends at rate/len(sockets)).
+        from a socket chosen at random (S3: every member sends at rate/len(sockets)). burst:
+        every socket sends one message, all scheduled at t0 (S3 burst).
         A send due in the past goes out at once; its latency still counts from its slot.
         """
         st = self.steps.get(step)  # None for warm-up messages, which nobody counts
@@ -519,6 +553,9 @@ class Worker:
         if mode == "fixed":
             times = [t0 + n / rate for n in range(max(1, int(round(rate * duration))))]
             who = [0] * len(times)
+        elif mode == "burst":  # every socket once, all due at t0 (the many-rooms burst)
+            who = list(range(len(self.socks)))
+            times = [t0] * len(who)
         else:
             times, t = [], t0
             while True:

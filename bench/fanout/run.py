@@ -1,6 +1,7 @@
 """The fan-out benchmark of issue 7: the project vs the stock Channels chat vs a bare websockets server.
 
-    .venv/bin/python bench/fanout/run.py [--quick] [--scenarios S0,S1,S2,S3,S4] [--json OUT]
+    .venv/bin/python bench/fanout/run.py [--quick] [--scenarios S0,S1,S2,S3,S4,S3B,S6] [--json OUT]
+                                         [--s6-sockets N] [--s6-members M]
 
 Starts, each as its own process on a free loopback port: two Redis servers (one for
 each Channels server, so each one's Redis CPU is its own), the project's Daphne
@@ -43,7 +44,9 @@ if str(ROOT) not in sys.path:
 from bench.fanout.load import Adapter, LoadClient, hist_merge, hist_percentile_ms, raise_nofile, split  # noqa: E402
 
 SERVERS = ("project", "stock", "bare")
-ALL_SCENARIOS = ("S0", "S1", "S2", "S3", "S4")
+ALL_SCENARIOS = ("S0", "S1", "S2", "S3", "S4", "S3B", "S6")
+# --quick without --scenarios: the original five (make test runs S3B and S6 on their own).
+QUICK_SCENARIOS = ("S0", "S1", "S2", "S3", "S4")
 P99_LIMIT_MS = 250.0
 LOSS_LIMIT = 0.001
 # While no step has met the latency limit, the ladder goes on as long as the server keeps up:
@@ -77,6 +80,11 @@ class Config:
     s4_sockets: int
     settle_max: float
     budget: float
+    s3b_rooms: int = 100  # the many-rooms burst: rooms x members sockets join at once, then each posts once
+    s3b_members: int = 10
+    s6_sockets: int = 100_000  # one machine's scale: idle sockets, M of them in one room
+    s6_members: int = 10_000
+    s6_messages: int = 3  # messages to the big room, 1 per second
     warmup_msgs: int = 3
     hold_duration: float = 0.0  # seconds at HOLD_RATE after each S2 ladder that sustained it (0: none)
     phase_need: float = 2.0  # seconds a scenario needs left in the budget to start on a server
@@ -89,6 +97,7 @@ class Config:
                 s2_members=[10], ladder=[100, 200], step_duration=0.5, min_msgs_per_step=3, warmup_msgs=3,
                 drain_max=1.5, drain_idle=0.5, s3_rooms=5, s3_members=4, s0_low=8, idle_window=0.3,
                 s4_sockets=40, settle_max=1.0, budget=budget or 45, phase_need=2.0,
+                s3b_rooms=5, s3b_members=4, s6_sockets=120, s6_members=20, s6_messages=2,
             )
         return cls(
             quick=False, load_procs=load_procs or 2, users=users, s1_clients=[1, 100], s1_duration=3.0,
@@ -225,6 +234,7 @@ class Bench:
         self.budget = budget
         self.step_id = 0
         self.log_lines: list[str] = []
+        self.nofile = 0  # the open-file limit main() raised (S6 reports it)
 
     def say(self, text: str) -> None:
         print(text, flush=True)
@@ -244,7 +254,7 @@ class Bench:
 
     def open(self, server: Server, rooms: list[str | None], *, purpose: str = "room", join: bool = True,
              reader: bool = True, concurrency: int = 50, timeout: float = 30.0, first_index: int = 0,
-             retries: int = 0) -> dict:
+             retries: int = 0, sources: int = 1) -> dict:
         lc = server.client
         parts = split(list(enumerate(rooms)), len(lc.conns))
         per = [{"rooms": [r for _, r in part], "first_index": first_index + (part[0][0] if part else 0)}
@@ -253,7 +263,7 @@ class Bench:
         # round-robin parts, first_index + k * procs would be exact, but any spread will do.
         res = lc.call_each("open", per_worker=per, purpose=purpose, join=join, reader=reader,
                            concurrency=max(1, concurrency // len(lc.conns)), open_timeout=timeout,
-                           retries=retries,
+                           retries=retries, sources=sources,
                            timeout=(timeout + 5) * (retries + 1) * math.ceil(len(rooms) / max(1, concurrency)) + 60)
         return {
             "opened": sum(r["opened"] for r in res), "errors": sum(r["errors"] for r in res),
@@ -286,7 +296,7 @@ class Bench:
         else:
             total = sum(sockets_per_worker)
             per = [{"rate": msg_rate * n / total, "seed": sid * 1000 + w} for w, n in enumerate(sockets_per_worker)]
-            pub = lc.call_each("publish", per_worker=per, step=sid, t0=t0, duration=duration, mode="poisson",
+            pub = lc.call_each("publish", per_worker=per, step=sid, t0=t0, duration=duration, mode=mode,
                                timeout=duration + 120)
         sent = sum(p["sent"] for p in pub)
         expected = sent * deliveries_per_msg
@@ -642,6 +652,88 @@ class Bench:
             }}
         return out
 
+    def s3b(self) -> dict[str, Any]:
+        """The many-rooms burst: R x K users join their rooms all at once, then each posts one message at once."""
+        cfg = self.cfg
+        total = cfg.s3b_rooms * cfg.s3b_members
+        rooms = [f"b-{i // cfg.s3b_members}" for i in range(total)]
+        self.say(f"S3B many-rooms burst: {total} users join {cfg.s3b_rooms} rooms of {cfg.s3b_members} at once, "
+                 "then each posts one message at once")
+        results: dict[str, Any] = {}
+        for name, server in self.servers.items():
+            if not self.budget.ok(cfg.phase_need):
+                break
+            self.settle(server)
+            app0, red0 = server.cpu()
+            t = time.monotonic()
+            opened = self.open(server, rooms, join=True, reader=True, concurrency=total, timeout=120)
+            join_s = time.monotonic() - t
+            app1, red1 = server.cpu()
+            self.settle(server)
+            s = self.step(server, target=total * cfg.s3b_members, msg_rate=1e9, duration=0.0, mode="burst",
+                          deliveries_per_msg=cfg.s3b_members, sockets_per_worker=opened["per_worker"])
+            s.update({"sockets": total, "opened": opened["opened"], "open_errors": opened["errors"],
+                      "join_seconds": round(join_s, 3),
+                      "join_server_cpu_ms_per_socket": round(1000 * (app1 - app0 + red1 - red0)
+                                                             / max(1, opened["opened"]), 2)})
+            results[name] = s
+            self.say(f"  {name:<8} joined {opened['opened']}/{total} in {join_s:.2f} s; burst {s['received']}/"
+                     f"{s['expected']} delivered, {s['delivered_per_s']:.0f}/s, p50 {fmt(s['p50_ms'])} "
+                     f"p99 {fmt(s['p99_ms'])} ms, loss {100 * s['loss']:.1f}%, "
+                     f"cpu {fmt(s['server_cpu_us_per_delivery'])} us/dlv")
+            self.close(server)
+        return {"results": results, "ratios": {
+            metric: ratios({n: results.get(n, {}).get(metric) for n in SERVERS})
+            for metric in ("delivered_per_s", "p99_ms", "join_seconds", "server_cpu_us_per_delivery")
+        }}
+
+    def s6(self) -> dict[str, Any]:
+        """One machine's scale: N idle sockets (M of them in one room), RSS per socket, then a message to the M."""
+        cfg = self.cfg
+        n, m = cfg.s6_sockets, min(cfg.s6_members, cfg.s6_sockets)
+        sources = max(2, math.ceil(n / 20_000))
+        self.say(f"S6 one machine: {n} sockets from {sources} loopback source addresses, {m} of them in one room; "
+                 f"then {cfg.s6_messages} message(s) to that room (open-file limit {self.nofile})")
+        results: dict[str, Any] = {}
+        for name, server in self.servers.items():
+            if not self.budget.ok(cfg.phase_need):
+                break
+            self.settle(server)
+            t = time.monotonic()
+            big = self.open(server, ["s6-big"] * m, join=True, reader=True, concurrency=200, timeout=120,
+                            retries=2, sources=sources)
+            self.settle(server)
+            rss_m = server.rss()
+            # The rest idle: the project's are authenticated and say hello (no room); the others
+            # join one idle room by URL, which costs them nothing until someone sends there.
+            idle_room = None if name == "project" else "s6-idle"
+            idle = self.open(server, [idle_room] * (n - m), join=False, reader=True, concurrency=200, timeout=120,
+                             retries=2, first_index=m, sources=sources)
+            open_s = time.monotonic() - t
+            self.settle(server)
+            rss_n = server.rss()
+            per_worker = idle["per_worker"]
+            s = self.step(server, target=m, msg_rate=1.0, duration=float(cfg.s6_messages), mode="fixed",
+                          deliveries_per_msg=m, sockets_per_worker=per_worker)
+            idle_n = max(1, idle["opened"])
+            s.update({
+                "sockets": n, "members": m, "sources": sources, "opened": big["opened"] + idle["opened"],
+                "open_errors": big["errors"] + idle["errors"],
+                "error_samples": big["error_samples"] + idle["error_samples"],
+                "open_seconds": round(open_s, 1), "rss_kib_at_members": rss_m[0], "rss_kib_at_all": rss_n[0],
+                "kib_per_idle_socket": round((rss_n[0] - rss_m[0]) / idle_n, 2),
+                "redis_kib_per_idle_socket": round((rss_n[1] - rss_m[1]) / idle_n, 2),
+            })
+            results[name] = s
+            self.say(f"  {name:<8} {s['opened']}/{n} open in {open_s:.0f} s ({s['open_errors']} errors), "
+                     f"{s['kib_per_idle_socket']:.1f} KiB/idle socket; room of {m}: {s['received']}/{s['expected']} "
+                     f"delivered, p50 {fmt(s['p50_ms'])} p99 {fmt(s['p99_ms'])} ms")
+            self.close(server)
+        return {"results": results, "ratios": {
+            metric: ratios({k: results.get(k, {}).get(metric) for k in SERVERS})
+            for metric in ("kib_per_idle_socket", "p50_ms", "p99_ms")
+        }}
+
     def s4(self) -> dict[str, Any]:
         cfg = self.cfg
         n = cfg.s4_sockets
@@ -761,6 +853,33 @@ def table_rows(report: dict[str, Any]) -> list[tuple[str, list[Any]]]:
                 {n: res.get(n, {}).get("open_server_cpu_ms_per_socket") for n in SERVERS}),
         ]
         sections.append(("S0 idle", rows))
+    if "S3B" in sc:
+        res = sc["S3B"]["results"]
+        cfg = report["config"]
+        rows = [
+            row("seconds to join all", {n: res.get(n, {}).get("join_seconds") for n in SERVERS}),
+            row("server CPU ms per join", {n: res.get(n, {}).get("join_server_cpu_ms_per_socket") for n in SERVERS}),
+            row("burst deliveries/s", {n: res.get(n, {}).get("delivered_per_s") for n in SERVERS}),
+            row("  loss %", {n: (100 * res[n]["loss"] if n in res else None) for n in SERVERS}),
+            row("  p50 ms", {n: res.get(n, {}).get("p50_ms") for n in SERVERS}),
+            row("  p99 ms", {n: res.get(n, {}).get("p99_ms") for n in SERVERS}),
+            row("  server CPU us/delivery", {n: res.get(n, {}).get("server_cpu_us_per_delivery") for n in SERVERS}),
+        ]
+        sections.append((f"S3B many-rooms burst ({cfg['s3b_rooms']} rooms x {cfg['s3b_members']}: all join, "
+                         "then each posts once)", rows))
+    if "S6" in sc:
+        res = sc["S6"]["results"]
+        cfg = report["config"]
+        rows = [
+            row("sockets open", {n: res.get(n, {}).get("opened") for n in SERVERS}),
+            row("open errors", {n: res.get(n, {}).get("open_errors") for n in SERVERS}),
+            row("KiB per idle socket (server)", {n: res.get(n, {}).get("kib_per_idle_socket") for n in SERVERS}),
+            row("one room: delivered", {n: res.get(n, {}).get("received") for n in SERVERS}),
+            row("  loss %", {n: (100 * res[n]["loss"] if n in res else None) for n in SERVERS}),
+            row("  p50 ms", {n: res.get(n, {}).get("p50_ms") for n in SERVERS}),
+            row("  p99 ms", {n: res.get(n, {}).get("p99_ms") for n in SERVERS}),
+        ]
+        sections.append((f"S6 one machine ({cfg['s6_sockets']} sockets, one room of {cfg['s6_members']})", rows))
     if "S4" in sc:
         res = sc["S4"]["results"]
         rows = [
@@ -839,6 +958,28 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
             add("S4: zero errors", p["errors"] == 0 and p["connected"] == p["sockets"],
                 f"{p['errors']} errors, {p['connected']}/{p['sockets']} connected in "
                 f"{p['seconds_until_all_connected']} s")
+    for key, label in (("S3", "S3 many rooms"), ("S3B", "S3B many-rooms burst")):
+        if key not in sc:
+            continue
+        if key == "S3":
+            p = ((sc[key]["results"].get("project") or {}).get("best") or {}).get("delivered_per_s")
+            b = ((sc[key]["results"].get("bare") or {}).get("best") or {}).get("delivered_per_s")
+        else:
+            p = (sc[key]["results"].get("project") or {}).get("delivered_per_s")
+            b = (sc[key]["results"].get("bare") or {}).get("delivered_per_s")
+        if p is not None and b:
+            add(f"{label}: >= 0.3x bare deliveries/s", p >= 0.3 * b, f"{p:.0f} vs {b:.0f}/s ({p / b:.2f}x)")
+    if "S6" in sc:
+        res = sc["S6"]["results"]
+        p, b = res.get("project") or {}, res.get("bare") or {}
+        if p:
+            add(f"S6: {p['sockets']} sockets open, the room of {p['members']} delivered to all",
+                p["open_errors"] == 0 and p["received"] >= p["expected"],
+                f"{p['opened']}/{p['sockets']} open, {p['received']}/{p['expected']} delivered, "
+                f"p50 {p['p50_ms']} p99 {p['p99_ms']} ms")
+        if p and b and b.get("kib_per_idle_socket"):
+            add("S6: memory per idle socket <= bare", p["kib_per_idle_socket"] <= b["kib_per_idle_socket"],
+                f"{p['kib_per_idle_socket']:.1f} vs {b['kib_per_idle_socket']:.1f} KiB")
     if "S1" in sc:
         res = sc["S1"]["results"]
         for c in report["config"]["s1_clients"]:
@@ -926,7 +1067,8 @@ def setup_project_db(cfg: Config, env: dict[str, str]) -> list[str]:
     call_command("migrate", verbosity=0)
     User = get_user_model()
     users = [User.objects.create_user(f"bench{i}", password=None) for i in range(cfg.users)]
-    slugs = [f"fan-{m}" for m in cfg.s2_members] + [f"r-{i}" for i in range(cfg.s3_rooms)]
+    slugs = ([f"fan-{m}" for m in cfg.s2_members] + [f"r-{i}" for i in range(cfg.s3_rooms)]
+             + [f"b-{i}" for i in range(cfg.s3b_rooms)] + ["s6-big"])
     Room.objects.bulk_create([Room(slug=s, title=s, is_public=True) for s in slugs])
     cookies = []
     for user in users:
@@ -998,7 +1140,12 @@ def machine() -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, well under a minute (for the tests)")
-    parser.add_argument("--scenarios", default=",".join(ALL_SCENARIOS), help="comma-separated subset of S0..S4")
+    parser.add_argument("--scenarios", default=None,
+                        help="comma-separated subset of S0..S4, S3B, S6 (default all; --quick: S0..S4)")
+    parser.add_argument("--s6-sockets", type=int, default=None,
+                        help="S6: concurrent idle sockets (default 100000; quick 300)")
+    parser.add_argument("--s6-members", type=int, default=None,
+                        help="S6: members of its one room (default 10000; quick 60)")
     parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated subset of project,stock,bare")
     parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "fanout.json"), help="where to write JSON")
     parser.add_argument("--load-procs", type=int, default=None,
@@ -1010,7 +1157,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="S2 room sizes, comma-separated (default 10,100,1000; quick 10)")
     parser.add_argument("--budget", type=float, default=None, help="seconds for the scenarios (default 960; quick 45)")
     args = parser.parse_args(argv)
-    scenarios = [s.strip().upper() for s in args.scenarios.split(",") if s.strip()]
+    chosen = args.scenarios or ",".join(QUICK_SCENARIOS if args.quick else ALL_SCENARIOS)
+    scenarios = [s.strip().upper() for s in chosen.split(",") if s.strip()]
     unknown = set(scenarios) - set(ALL_SCENARIOS)
     if unknown:
         parser.error(f"unknown scenarios {sorted(unknown)}")
@@ -1021,6 +1169,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg = Config.make(args.quick, args.load_procs, args.users, args.budget)
     if args.members:
         cfg.s2_members = [int(m) for m in args.members.split(",") if m.strip()]
+    if args.s6_sockets:
+        cfg.s6_sockets = args.s6_sockets
+    if args.s6_members:
+        cfg.s6_members = args.s6_members
 
     def on_term(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
@@ -1029,7 +1181,9 @@ def main(argv: list[str] | None = None) -> int:
     # A hard stop well past the budget, whatever hangs: the finally below still cleans up.
     signal.signal(signal.SIGALRM, on_term)
     signal.alarm(int(cfg.budget + (60 if cfg.quick else 420)))
-    raise_nofile()
+    # Every socket is a file in the server and in a load process; S6 needs its N in both
+    # (processes started from here inherit the limit).
+    nofile = raise_nofile(2 * cfg.s6_sockets + 10_000 if "S6" in scenarios else 0)
     started_wall = time.monotonic()
     from tests import services
 
@@ -1104,6 +1258,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}", flush=True)
         budget = Budget(cfg.budget)
         bench = Bench(cfg, servers, budget)
+        bench.nofile = nofile
         report: dict[str, Any] = {
             "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "quick": cfg.quick, "machine": machine(), "versions": versions(), "project_code": code,
@@ -1127,6 +1282,10 @@ def main(argv: list[str] | None = None) -> int:
             sc["S2"] = bench.s2()
         if "S0" in scenarios or "S3" in scenarios:
             sc.update(bench.rooms_phase("S0" in scenarios, "S3" in scenarios))
+        if "S3B" in scenarios:
+            sc["S3B"] = bench.s3b()
+        if "S6" in scenarios:
+            sc["S6"] = bench.s6()
         sc = {k: sc[k] for k in ALL_SCENARIOS if k in sc}
         report["scenarios"] = sc
         for name, server in servers.items():
