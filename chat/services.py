@@ -520,8 +520,9 @@ def membership_update(
 
     Compared with the stored row: a new ban takes the user's sockets out of the room
     (``removed``) and refuses rejoining; any change reaches the user's own sockets as a
-    ``membership`` event. A mute or a role is read from the database on every message
-    and delete, so it applies to the next one. Nothing changed: nothing is sent.
+    ``membership`` event, which also makes each socket drop the membership it cached
+    (chat.consumers), so a mute or a role applies to the next message. Nothing changed:
+    nothing is sent.
     """
     if role not in Membership.Role.values:
         raise ValueError(f"unknown role {role!r}")

@@ -666,13 +666,17 @@ class Bench:
             self.settle(server)
             app0, red0 = server.cpu()
             t = time.monotonic()
-            opened = self.open(server, rooms, join=True, reader=True, concurrency=total, timeout=120)
+            opened = self.open(server, rooms, join=True, reader=True, concurrency=total, timeout=120, retries=2)
             join_s = time.monotonic() - t
             app1, red1 = server.cpu()
+            if opened["errors"] or opened["failed_attempts"]:
+                self.say(f"  {name}: {opened['failed_attempts']} attempts failed, {opened['errors']} sockets never "
+                         f"opened: {opened['failed_attempt_samples'][:2]}")
             self.settle(server)
             s = self.step(server, target=total * cfg.s3b_members, msg_rate=1e9, duration=0.0, mode="burst",
                           deliveries_per_msg=cfg.s3b_members, sockets_per_worker=opened["per_worker"])
             s.update({"sockets": total, "opened": opened["opened"], "open_errors": opened["errors"],
+                      "open_failed_attempts": opened["failed_attempts"],
                       "join_seconds": round(join_s, 3),
                       "join_server_cpu_ms_per_socket": round(1000 * (app1 - app0 + red1 - red0)
                                                              / max(1, opened["opened"]), 2)})
