@@ -338,8 +338,8 @@ def _messages_write(drafts: Sequence[MessageDraft]) -> list[PostOutcome]:
                 created_at=now, moderated_at=now if moderated else None,
             ))
         Message.objects.bulk_create(messages)
+        broadcast.room_send_many_on_commit([(m.room.slug, events.message_event(m)) for m in messages])
         for (index, _, _, _), message in zip(accepted, messages, strict=True):
-            broadcast.room_send_on_commit(message.room.slug, events.message_event(message))
             message_postprocess_queue(message=message)
             outcomes[index] = (message, True)
     return outcomes  # type: ignore[return-value]

@@ -246,6 +246,35 @@ def room_send_on_commit(slug: str, event: dict[str, Any]) -> None:
     transaction.on_commit(_safely(lambda: _after_commit(room_group(slug), room_envelope(slug, event))))
 
 
+def room_send_many_on_commit(sends: list[tuple[str, dict[str, Any]]]) -> None:
+    """Send ``(slug, event)`` pairs, in order, once the current transaction commits (one commit hook).
+
+    A batch of messages (group commit) is handed to the server's loop in one wake-up and
+    published in one pipelined round trip, instead of one of each per message.
+    """
+    if not sends:
+        return
+    transaction.on_commit(_safely(lambda: _after_commit_many(
+        [(room_group(slug), room_envelope(slug, event)) for slug, event in sends]  # ts: the commit's time
+    )))
+
+
+def _after_commit_many(messages: list[tuple[str, dict[str, Any]]]) -> None:
+    """Publish committed changes in order: queued on the server's loop at once, else sent now."""
+    if _in_server_thread():
+        SyncToAsync.threadlocal.main_event_loop.call_soon_threadsafe(_outbox_put_many, messages)
+    else:
+        run_sync(lambda: _apublish_many(messages))
+
+
+async def _apublish_many(messages: list[tuple[str, dict[str, Any]]]) -> None:
+    try:
+        await runtime().hub.publish_many(messages)
+    except Exception:
+        metrics.redis_error("publish")
+        raise
+
+
 def user_send_on_commit(user_id: int, event: dict[str, Any]) -> None:
     """Send to a user's sockets once the current transaction commits."""
     transaction.on_commit(_safely(lambda: _after_commit(user_group(user_id), user_envelope(event))))
@@ -259,3 +288,10 @@ def user_control_on_commit(user_id: int, action: str, **params: Any) -> None:
 def _outbox_put(group: str, message: dict[str, Any]) -> None:
     """On the server's loop: queue a committed message on its runtime's outbox."""
     runtime().outbox.put(group, message)
+
+
+def _outbox_put_many(messages: list[tuple[str, dict[str, Any]]]) -> None:
+    """On the server's loop: queue committed messages, in order, on its runtime's outbox."""
+    outbox = runtime().outbox
+    for group, message in messages:
+        outbox.put(group, message)

@@ -411,6 +411,7 @@ class Worker:
         """
         sem = asyncio.Semaphore(max(1, concurrency))
         errors: list[str] = []
+        failed_rooms: list[str | None] = []
         failed_attempts: list[str] = []
         opened: list[tuple[int, Any, str | None]] = []
         done_at: list[float] = []
@@ -428,6 +429,7 @@ class Worker:
                                                + f" after {time.monotonic() - started:.1f} s")
                         if attempt == retries:
                             errors.append(failed_attempts[-1])
+                            failed_rooms.append(room)
                             return
                         continue
                 done_at.append(time.monotonic())
@@ -446,7 +448,7 @@ class Worker:
         gc.collect()
         gc.freeze()
         return {
-            "opened": len(opened), "errors": len(errors), "error_samples": errors[:5],
+            "opened": len(opened), "errors": len(errors), "error_samples": errors[:5], "failed_rooms": failed_rooms,
             "failed_attempts": len(failed_attempts), "failed_attempt_samples": sorted(set(failed_attempts))[:5],
             "started": started, "last_ready": max(done_at) if done_at else started, "ready_at": sorted(done_at),
             "total": len(self.socks),

@@ -255,11 +255,13 @@ async def test_mute_action_stops_posting_and_unmute_restores_it(alice, bob, lobb
     pk = await membership_pk(bob, lobby)
     await admin_post(moderator, "/admin/chat/membership/",
                      {"action": "mute_10_minutes", "_selected_action": [pk], "index": 0})
+    await recv(b, type_="membership")  # the socket re-reads its membership once this event has reached it
     await b.send_json_to({"type": "message", "room": "lobby", "body": "hello?", "client_id": "m1"})
     err = await recv(b, type_="error")
     assert (err["code"], err["room"], err["client_id"]) == ("muted", "lobby", "m1") and err["until"]
     assert await sync_to_async(Message.objects.count)() == 0
     await admin_post(moderator, "/admin/chat/membership/", {"action": "unmute", "_selected_action": [pk], "index": 0})
+    await recv(b, type_="membership")
     await b.send_json_to({"type": "message", "room": "lobby", "body": "hello again", "client_id": "m1"})
     assert (await recv(b, type_="message"))["body"] == "hello again"
     messages = [e.get_change_message() for e in await log_entries(Membership, pk)]
