@@ -284,7 +284,7 @@ class Bench:
 
     def step(self, server: Server, *, target: int, msg_rate: float, duration: float, mode: str,
              deliveries_per_msg: int, sockets_per_worker: list[int], drain_max: float | None = None,
-             drain_idle: float | None = None) -> dict[str, Any]:
+             drain_idle: float | None = None, patient: bool = False) -> dict[str, Any]:
         lc = server.client
         cfg = self.cfg
         drain_max = cfg.drain_max if drain_max is None else drain_max
@@ -313,8 +313,8 @@ class Bench:
                 break
             if total != last_total:
                 last_total, last_change = total, now
-            elif now - last_change > drain_idle and (total > 0 or mode != "burst"):
-                break  # a burst's first delivery may come late: until it does, only drain_max ends the wait
+            elif now - last_change > drain_idle and (total > 0 or not patient):
+                break  # patient (S3B, S6): the first delivery may come late; until it does, only drain_max ends it
             if now - drain_start > drain_max:
                 break
             time.sleep(0.05)
@@ -688,7 +688,7 @@ class Bench:
             # A burst is judged on when its last delivery lands: wait for it longer than a ladder step would.
             s = self.step(server, target=total * cfg.s3b_members, msg_rate=1e9, duration=0.0, mode="burst",
                           deliveries_per_msg=cfg.s3b_members, sockets_per_worker=opened["per_worker"],
-                          drain_max=10 * cfg.drain_max, drain_idle=5 * cfg.drain_idle)
+                          drain_max=10 * cfg.drain_max, drain_idle=5 * cfg.drain_idle, patient=True)
             s.update({"sockets": total, "opened": opened["opened"], "open_errors": opened["errors"],
                       "open_failed_attempts": opened["failed_attempts"], "reopened_gently": reopened,
                       "join_seconds": round(join_s, 3),
@@ -732,7 +732,8 @@ class Bench:
             rss_n = server.rss()
             per_worker = idle["per_worker"]
             s = self.step(server, target=m, msg_rate=1.0, duration=float(cfg.s6_messages), mode="fixed",
-                          deliveries_per_msg=m, sockets_per_worker=per_worker)
+                          deliveries_per_msg=m, sockets_per_worker=per_worker, drain_max=10 * cfg.drain_max,
+                          drain_idle=5 * cfg.drain_idle, patient=True)
             idle_n = max(1, idle["opened"])
             s.update({
                 "sockets": n, "members": m, "sources": sources, "opened": big["opened"] + idle["opened"],
