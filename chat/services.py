@@ -235,6 +235,7 @@ class MessageDraft:
     body: str
     client_id: str | None = None
     membership: Any = selectors.UNLOADED
+    attachments: Sequence[int] = ()  # upload ids, attached in the batch's transaction
 
 
 #: What :func:`messages_post` returns for each draft: ``(message, created)`` or the refusal.
@@ -243,14 +244,14 @@ PostOutcome = tuple[Message, bool] | ChatError
 
 def message_post(
     *, room: Room, author: AbstractBaseUser, body: str, client_id: str | None = None,
-    membership: Membership | None = selectors.UNLOADED,
+    membership: Membership | None = selectors.UNLOADED, attachments: Sequence[int] = (),
 ) -> tuple[Message, bool]:
     """Store one message with the room's next seq and broadcast it after commit.
 
     Returns ``(message, created)``; a refusal (chat.errors) is raised. The same writer as
     a batch (:func:`messages_post` with one draft): there is one write path.
     """
-    outcome = messages_post(drafts=[MessageDraft(room, author, body, client_id, membership)])[0]
+    outcome = messages_post(drafts=[MessageDraft(room, author, body, client_id, membership, tuple(attachments))])[0]
     if isinstance(outcome, Exception):
         raise outcome
     return outcome
@@ -277,10 +278,19 @@ def messages_post(*, drafts: Sequence[MessageDraft]) -> list[PostOutcome]:
     The banned-words filter runs before anything is stored: *mask* words are stored (and
     so broadcast, served and mentioned) starred out; a *hide* word refuses the post
     (``blocked``) and stores nothing.
+
+    A draft's ``attachments`` (upload ids) are attached in the same transaction: any that
+    is not the author's own unsent upload to this room refuses that post
+    (``invalid_attachment``); in a batch, the batch rolls back and each draft is written
+    alone, so only that one is refused.
     """
     try:
         with transaction.atomic():
             return _messages_write(drafts)
+    except _BatchRefused as refused:
+        if len(drafts) == 1:
+            return [refused.error]
+        return [_message_write_alone(draft) for draft in drafts]
     except RoomNotFound:
         if len(drafts) == 1:
             raise
@@ -293,6 +303,14 @@ def messages_post(*, drafts: Sequence[MessageDraft]) -> list[PostOutcome]:
         if existing is None:
             raise
         return [(existing, False)]
+
+
+class _BatchRefused(Exception):
+    """A refusal found after the batch's inserts (an attachment): the whole batch rolls back."""
+
+    def __init__(self, error: ChatError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _message_write_alone(draft: MessageDraft) -> PostOutcome:
@@ -338,7 +356,18 @@ def _messages_write(drafts: Sequence[MessageDraft]) -> list[PostOutcome]:
                 created_at=now, moderated_at=now if moderated else None,
             ))
         Message.objects.bulk_create(messages)
-        broadcast.room_send_many_on_commit([(m.room.slug, events.message_event(m)) for m in messages])
+        attached: list[Any] = []
+        for (_, draft, _, _), message in zip(accepted, messages, strict=True):
+            try:
+                attached.append(attachment_services.attachments_claim(
+                    room=draft.room, author=draft.author, ids=draft.attachments, message=message
+                ) if draft.attachments else ())
+            except ChatError as exc:
+                raise _BatchRefused(exc) from exc
+        broadcast.room_send_many_on_commit([
+            (m.room.slug, events.message_event(m, attachments=files))
+            for m, files in zip(messages, attached, strict=True)
+        ])
         for (index, _, _, _), message in zip(accepted, messages, strict=True):
             message_postprocess_queue(message=message)
             outcomes[index] = (message, True)

@@ -142,3 +142,16 @@ async def test_concurrent_posters_in_many_rooms_over_sockets(rooms, posters):
     assert await sync_to_async(Message.objects.filter(client_id="s0").count)() == 1
     for _, _, comm in sockets:
         await comm.disconnect()
+
+
+def test_an_invalid_attachment_refuses_its_draft_alone_in_a_batch(rooms, posters):
+    """An attachment that is not the author's unsent upload refuses that post (``invalid_attachment``);
+    the batch is written again draft by draft, so the others are stored with gap-free seqs."""
+    alice, bob, _ = posters
+    drafts = [services.MessageDraft(rooms[0], alice, "one"),
+              services.MessageDraft(rooms[0], bob, "bad", attachments=(987654,)),
+              services.MessageDraft(rooms[0], alice, "two")]
+    outcomes = services.messages_post(drafts=drafts)
+    assert isinstance(outcomes[1], errors.ChatError) and outcomes[1].code == "invalid_attachment"
+    assert [o[0].body for o in (outcomes[0], outcomes[2])] == ["one", "two"]
+    assert room_seqs(rooms[0]) == [1, 2]
