@@ -364,6 +364,7 @@ def _messages_write(drafts: Sequence[MessageDraft]) -> list[PostOutcome]:
                 ) if draft.attachments else ())
             except ChatError as exc:
                 raise _BatchRefused(exc) from exc
+        search_index.messages_index(messages=messages)  # commits or rolls back with the batch
         broadcast.room_send_many_on_commit([
             (m.room.slug, events.message_event(m, attachments=files))
             for m, files in zip(messages, attached, strict=True)
