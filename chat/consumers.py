@@ -167,7 +167,7 @@ class ChatConsumer(ProtocolConsumer):
             membership = self.memberships[slug] = await db(selectors.membership_of)(room=room, user=self.user)
         message, created = await group_commit().post(services.MessageDraft(
             room=room, author=self.user, body=p["body"], client_id=p.get("client_id"), membership=membership,
-            attachments=tuple(p.get("attachments", ())),
+            attachments=tuple(p.get("attachments", ())), reply_to=p.get("reply_to"),
         ))
         if not created:
             await self.send_event(await db(events.message_event)(message))

@@ -236,6 +236,7 @@ class MessageDraft:
     client_id: str | None = None
     membership: Any = selectors.UNLOADED
     attachments: Sequence[int] = ()  # upload ids, attached in the batch's transaction
+    reply_to: int | None = None  # the seq of the room's message this one quotes
 
 
 #: What :func:`messages_post` returns for each draft: ``(message, created)`` or the refusal.
@@ -245,13 +246,15 @@ PostOutcome = tuple[Message, bool] | ChatError
 def message_post(
     *, room: Room, author: AbstractBaseUser, body: str, client_id: str | None = None,
     membership: Membership | None = selectors.UNLOADED, attachments: Sequence[int] = (),
+    reply_to: int | None = None,
 ) -> tuple[Message, bool]:
     """Store one message with the room's next seq and broadcast it after commit.
 
     Returns ``(message, created)``; a refusal (chat.errors) is raised. The same writer as
     a batch (:func:`messages_post` with one draft): there is one write path.
     """
-    outcome = messages_post(drafts=[MessageDraft(room, author, body, client_id, membership, tuple(attachments))])[0]
+    draft = MessageDraft(room, author, body, client_id, membership, tuple(attachments), reply_to)
+    outcome = messages_post(drafts=[draft])[0]
     if isinstance(outcome, Exception):
         raise outcome
     return outcome
@@ -283,6 +286,10 @@ def messages_post(*, drafts: Sequence[MessageDraft]) -> list[PostOutcome]:
     is not the author's own unsent upload to this room refuses that post
     (``invalid_attachment``); in a batch, the batch rolls back and each draft is written
     alone, so only that one is refused.
+
+    The stored body is rendered to ``html`` here, once: every delivery carries that
+    string. A draft's ``reply_to`` is the seq of an earlier, not deleted message of the
+    same room that it quotes; any other seq refuses that post (``message_not_found``).
     """
     try:
         with transaction.atomic():
@@ -325,10 +332,12 @@ def _messages_write(drafts: Sequence[MessageDraft]) -> list[PostOutcome]:
     """The batch's checks, seqs and inserts, inside the caller's transaction."""
     outcomes: list[PostOutcome | None] = [None] * len(drafts)
     accepted: list[tuple[int, MessageDraft, str, bool]] = []
+    quoted: dict[int, Message | None] = {}
     for index, draft in enumerate(drafts):
         try:
             _postable_membership(draft.room, draft.author, draft.membership)
             body, moderated = _body_moderated(draft.body, room=draft.room)
+            quoted[index] = _reply_target(draft.room, draft.reply_to) if draft.reply_to is not None else None
         except Blocked as exc:
             original = _original(draft.room, draft.author, draft.client_id)
             # Stored before the word was banned: a resend gets it back.
@@ -348,12 +357,13 @@ def _messages_write(drafts: Sequence[MessageDraft]) -> list[PostOutcome]:
             raise RoomNotFound("no such room", room=gone.slug)
         now = timezone.now()
         messages = []
-        for _, draft, body, moderated in accepted:  # seqs in arrival order, per room
+        for index, draft, body, moderated in accepted:  # seqs in arrival order, per room
             seq = top[draft.room.pk] - counts[draft.room.pk] + 1
             counts[draft.room.pk] -= 1
             messages.append(Message(
-                room=draft.room, author=draft.author, body=body, seq=seq, client_id=draft.client_id,
-                created_at=now, moderated_at=now if moderated else None,
+                room=draft.room, author=draft.author, body=body, html=markup.body_render(body), seq=seq,
+                client_id=draft.client_id, reply_to=quoted[index], created_at=now,
+                moderated_at=now if moderated else None,
             ))
         Message.objects.bulk_create(messages)
         attached: list[Any] = []
