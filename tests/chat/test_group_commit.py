@@ -155,3 +155,19 @@ def test_an_invalid_attachment_refuses_its_draft_alone_in_a_batch(rooms, posters
     assert isinstance(outcomes[1], errors.ChatError) and outcomes[1].code == "invalid_attachment"
     assert [o[0].body for o in (outcomes[0], outcomes[2])] == ["one", "two"]
     assert room_seqs(rooms[0]) == [1, 2]
+
+
+def test_replies_and_html_in_a_batch(rooms, posters):
+    """In a batch each body is rendered to html once and a reply stores its quote; a reply to a seq
+    that is not the room's refuses that draft alone (``message_not_found``)."""
+    alice, bob, _ = posters
+    first, _ = services.message_post(room=rooms[0], author=alice, body="**hi**")
+    outcomes = services.messages_post(drafts=[
+        services.MessageDraft(rooms[0], bob, "re", reply_to=first.seq),
+        services.MessageDraft(rooms[0], bob, "nowhere", reply_to=99),
+    ])
+    reply, created = outcomes[0]
+    assert created and reply.reply_to_id == first.pk and reply.html
+    assert isinstance(outcomes[1], errors.MessageNotFound)
+    assert first.html and "<strong>" in first.html
+    assert room_seqs(rooms[0]) == [1, 2]
