@@ -380,6 +380,8 @@ def _messages_write(drafts: Sequence[MessageDraft]) -> list[PostOutcome]:
             for m, files in zip(messages, attached, strict=True)
         ])
         for (index, _, _, _), message in zip(accepted, messages, strict=True):
+            if message.room.dm_key is not None:
+                _dm_notify_on_commit(message)
             message_postprocess_queue(message=message)
             outcomes[index] = (message, True)
     return outcomes  # type: ignore[return-value]
