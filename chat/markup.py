@@ -118,6 +118,18 @@ def html_text(html: str) -> str:
     return unescape(nh3.clean(html, tags=set(), clean_content_tags=set()))
 
 
+#: The most rendered HTML a message may carry. A frame holds the body and its HTML and must
+#: stay under the WebSocket message limit (WS_MAX_FRAME_BYTES, 64 KiB); a body crafted to
+#: expand (hundreds of bare domains, each becoming a link) is shown as plain text instead.
+MAX_HTML_BYTES = 32 * 1024
+
+
 def body_render(body: str) -> str:
-    """The sanitised HTML of a message body (see the module docstring for the subset)."""
-    return _cleaner().clean(_parser().render(body)).strip()
+    """The sanitised HTML of a message body (see the module docstring for the subset).
+
+    Past :data:`MAX_HTML_BYTES` the body is rendered as escaped text, one paragraph.
+    """
+    html = _cleaner().clean(_parser().render(body)).strip()
+    if len(html.encode()) <= MAX_HTML_BYTES:
+        return html
+    return "<p>" + escapeHtml(body).replace("\n", "<br>") + "</p>"

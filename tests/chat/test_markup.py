@@ -145,3 +145,19 @@ def test_html_text_is_what_a_reader_sees_as_plain_text():
     """Excerpts drop formatting marks and tags, decode entities, and keep escaped markup as its text."""
     assert html_text(body_render("who has **the key**?")) == "who has the key?"
     assert html_text(body_render("<script>x</script> &amp; `a<b`")) == "<script>x</script> & a<b"
+
+
+def test_a_body_crafted_to_expand_is_shown_as_text_within_the_frame_limit():
+    """Hundreds of bare domains would each become a link and push a frame (body + html) past the
+    WebSocket message limit: such a body renders as escaped text, small enough to send."""
+    from chat.markup import MAX_HTML_BYTES
+
+    body = ("a.io " * 800)[:4000]
+    html = body_render(body)
+    assert len(html.encode()) <= MAX_HTML_BYTES and "<a " not in html and "a.io" in html
+    hostile = ("a.io " * 790) + "<script>alert(1)</script>"
+    assert "<script>" not in body_render(hostile)
+    assert "&lt;script&gt;" in body_render(hostile)
+    # An ordinary formatted message is untouched.
+    ordinary = body_render("**bold**, see a.io")
+    assert "<strong>bold</strong>" in ordinary and "<a " in ordinary

@@ -71,9 +71,10 @@ async def test_a_slow_reader_gets_every_broadcast_once_and_in_order_through_the_
     space each read frees: the member gets every message exactly once, in seq order (a write
     straight to the kernel while Twisted holds frames fails this). The broadcasts went out
     by the direct path; with REALTIME_ACCEL=0 the same holds with none of them direct."""
-    # The burst is the point here: no rate limit, and 60,000-character bodies, so that 120
-    # messages (7 MB) overflow what the kernel buffers for a socket (tcp_wmem max 4 MiB).
-    env = {**app_env, "CHAT_RATE_BURST": "1000", "CHAT_RATE_PER_SECOND": "1000", "CHAT_MAX_BODY_CHARS": "60000",
+    # The burst is the point here: no rate limit, and 25,000-character bodies (a frame carries
+    # the body and its rendered html: about 50 KB, under Daphne's 64 KiB message limit), so
+    # that 150 messages (7.5 MB) overflow what the kernel buffers for a socket (tcp_wmem max 4 MiB).
+    env = {**app_env, "CHAT_RATE_BURST": "1000", "CHAT_RATE_PER_SECOND": "1000", "CHAT_MAX_BODY_CHARS": "25000",
            "REALTIME_ACCEL": accel}
     daphne = services.daphne_service(env).start()
     try:
@@ -89,7 +90,7 @@ async def _slow_reader(daphne: Any, make_user: Any, lobby: Any, *, direct: bool)
     headers_w = {"Cookie": await sync_to_async(cookie_header)(writer_user)}
     headers_r = {"Cookie": await sync_to_async(cookie_header)(reader_user)}
     before = _writes(daphne).get("direct", 0.0)
-    count, body = 120, "w" * 60000
+    count, body = 150, "w" * 25000
 
     async def joined(ws: Any) -> int:
         await ws.recv()  # hello
