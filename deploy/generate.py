@@ -733,6 +733,16 @@ def grafana_dashboard(cat: Any) -> str:
                 ),
             ],
         ),
+        (
+            "Admission refusals per second (503 + Retry-After)",
+            "ops",
+            [
+                (
+                    f"sum by (region, kind) (rate(realtime_admission_refused_total{sel}[$__rate_interval]))",
+                    "refused {{kind}} {{region}}",
+                ),
+            ],
+        ),
     ]
     panels = [
         _panel(i + 1, title, unit, targets, (i % 2) * 12, (i // 2) * 8)

@@ -336,6 +336,8 @@ _WRITES_ASGI = BROADCAST_WRITES.labels(path="asgi")
 for _op in ("connect", "disconnect", "publish", "push"):
     REDIS_ERRORS.labels(op=_op)
 BROADCAST_DROPPED.labels(reason="unknown_type")
+for _kind in ("handshake", "join"):
+    ADMISSION_REFUSED.labels(kind=_kind)
 
 
 def connection_opened(consumer: Any) -> None:
