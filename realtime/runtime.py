@@ -77,6 +77,11 @@ class Outbox:
         if self.task is None or self.task.done():
             self.task = self.loop.create_task(self._drain(), name="realtime-outbox")
 
+    async def flushed(self) -> None:
+        """Return once everything queued so far has been published (or failed to be)."""
+        while self.task is not None and not self.task.done():
+            await asyncio.shield(self.task)
+
     async def _drain(self) -> None:
         while self.pending:
             batch = [self.pending.popleft() for _ in range(min(len(self.pending), self.BATCH))]

@@ -69,6 +69,12 @@ class GroupListener:
         self.queue: asyncio.Queue | None = None
 
     async def __aenter__(self) -> GroupListener:
+        # What was committed before the listener starts is published before it subscribes,
+        # so it sees exactly what is broadcast from here on (the outbox publishes a commit
+        # after the service returns).
+        from realtime.runtime import runtime
+
+        await runtime().outbox.flushed()
         self.queue = await self._listen.__aenter__()
         return self
 
