@@ -14,7 +14,13 @@ run: setup
 # The whole suite against real Redis, Daphne, Celery and Chromium processes that the
 # tests start and stop themselves (tests/services.py); then the database suites again on
 # a throwaway PostgreSQL (skipped when PYTEST_ARGS narrows the run; PG_TESTS= to skip).
-PG_TESTS ?= tests/chat tests/reactions tests/receipts tests/attachments tests/search tests/reliability tests/realtime/test_settings.py
+# The database suites: services and group commit, consumers, history, the live two-process
+# tests, the faults, search and attachments (not the parsing, markup and admin-page suites,
+# whose queries are the same on both engines).
+PG_CHAT := services services_dm services_processes group_commit consumers consumers_dm history_api \
+	selectors views_dm live_two_servers join_resume_processes
+PG_TESTS ?= $(foreach m,$(PG_CHAT),tests/chat/test_$(m).py) tests/reactions tests/receipts tests/attachments \
+	tests/search tests/reliability tests/realtime/test_settings.py
 
 test:
 	@bin/bootstrap --test
