@@ -45,16 +45,12 @@ WRITER = textwrap.dedent(
 ).format(per_writer=PER_WRITER, shared=SHARED)
 
 
-def test_two_processes_posting_at_once_get_gap_free_seqs_and_each_client_id_once(
-    alice, lobby, app_env
-):
-    """Two processes posting to one room at once: seqs are 1..N with no gap or repeat, and a client_id
-    both of them send is stored once (the other gets the original back)."""
-    services.room_enter(slug="lobby", user=alice)
+def _writers_created(app_env: dict[str, str], code: str, *args: str) -> list[int]:
+    """Run ``code`` in two writer processes (w1, w2) released at once; how many messages each created."""
     env = test_services.app_env(**{k: v for k, v in app_env.items() if k in ("DATABASE_URL", "SQLITE_PATH",
                                                                               "REDIS_URL", "CELERY_BROKER_URL")})
     writers = [
-        subprocess.Popen([sys.executable, "-c", WRITER, name, "alice"], env=env, cwd=test_services.ROOT,
+        subprocess.Popen([sys.executable, "-c", code, name, *args], env=env, cwd=test_services.ROOT,
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for name in ("w1", "w2")
     ]
@@ -64,7 +60,16 @@ def test_two_processes_posting_at_once_get_gap_free_seqs_and_each_client_id_once
     results = [w.communicate(timeout=120) for w in writers]
     for w, (_out, err) in zip(writers, results, strict=True):
         assert w.returncode == 0, err[-3000:]
-    created = sum(int(out.strip()) for out, _ in results)
+    return [int(out.strip()) for out, _ in results]
+
+
+def test_two_processes_posting_at_once_get_gap_free_seqs_and_each_client_id_once(
+    alice, lobby, app_env
+):
+    """Two processes posting to one room at once: seqs are 1..N with no gap or repeat, and a client_id
+    both of them send is stored once (the other gets the original back)."""
+    services.room_enter(slug="lobby", user=alice)
+    created = sum(_writers_created(app_env, WRITER, "alice"))
 
     expected = 2 * PER_WRITER - SHARED
     assert created == expected, "each shared client_id was created by exactly one writer"
@@ -109,24 +114,10 @@ def test_two_processes_posting_batches_over_many_rooms_keep_every_rooms_seqs_gap
     rooms = [Room.objects.create(slug=f"many-{i}", title=f"many {i}") for i in range(room_count)]
     for room in rooms:
         services.room_enter(slug=room.slug, user=alice)
-    env = test_services.app_env(**{k: v for k, v in app_env.items() if k in ("DATABASE_URL", "SQLITE_PATH",
-                                                                              "REDIS_URL", "CELERY_BROKER_URL")})
-    code = BATCH_WRITER.format(batches=batches, per_batch=per_batch)
-    writers = [
-        subprocess.Popen([sys.executable, "-c", code, name], env=env, cwd=test_services.ROOT,
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for name in ("w1", "w2")
-    ]
-    for w in writers:
-        w.stdin.write("go\n")
-        w.stdin.flush()
-    results = [w.communicate(timeout=120) for w in writers]
-    for w, (_out, err) in zip(writers, results, strict=True):
-        assert w.returncode == 0, err[-3000:]
     total = batches * per_batch
     shared = len(range(0, total, 3))
     expected = 2 * total - shared
-    assert sum(int(out.strip()) for out, _ in results) == expected
+    assert sum(_writers_created(app_env, BATCH_WRITER.format(batches=batches, per_batch=per_batch))) == expected
     for room in rooms:
         seqs = list(Message.objects.filter(room=room).order_by("seq").values_list("seq", flat=True))
         assert seqs == list(range(1, len(seqs) + 1))
