@@ -302,8 +302,13 @@ class ProtocolConsumer(LayerlessConsumer):
         """Encode and send one protocol event to this socket (directly when it has a wire)."""
         if self._closing:
             return
+        await self.send_encoded(self.codec.encode(event))
+
+    async def send_encoded(self, message: dict[str, Any]) -> None:
+        """Send an event already encoded with this socket's codec (``codec.encode``: an ASGI send message)."""
+        if self._closing:
+            return
         metrics.message_out()
-        message = self.codec.encode(event)
         wire = self._wire
         if wire is not None and wire.write(frame_for(message)):
             return

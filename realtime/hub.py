@@ -16,6 +16,13 @@ asks each local socket to *resync*: re-send, per joined room, what was committed
 after the last seq it delivered (chat.consumers). Nothing committed is lost; the
 database stays the source of truth. A connection that goes silent without breaking
 (a partition that resets nothing) counts as broken once Redis leaves a PING unanswered.
+
+Continuity: :meth:`Hub.stream` says since when this process has seen *every* message
+published to a topic: a number that changes whenever that may have stopped being true
+(the connection broke, the topic was unsubscribed, a shard moved it) and None while it
+is not true (not subscribed, or not confirmed yet). A cache of a topic's recent events
+(realtime.streams) is only as good as the stream it was filled from, and checks it.
+Observers (:meth:`Hub.observe`) see each message before the topic's sockets do.
 """
 
 from __future__ import annotations
@@ -49,6 +56,16 @@ PING_TOKEN = "realtime-hub"
 SUBSCRIBE_WAIT = 5.0
 
 
+class StreamObserver(Protocol):
+    """What watches a topic's stream as a whole (realtime.streams): see ``Hub.observe``."""
+
+    def stream_message(self, topic: str, message: dict[str, Any]) -> None:
+        """A message of ``topic``, before the topic's sockets get it."""
+
+    def stream_ended(self, topics: list[str] | None) -> None:
+        """The streams of ``topics`` (None: all) are no longer known to be complete."""
+
+
 class Subscriber(Protocol):
     """What the hub needs from a socket (realtime.consumer.ProtocolConsumer)."""
 
@@ -80,6 +97,45 @@ class Hub:
         self.reconnects = 0
         # Topic -> Redis's confirmation of this process's SUBSCRIBE, while it is awaited.
         self._confirmations: dict[str, asyncio.Future] = {}
+        self._continuity_init()
+
+    # --- continuity ----------------------------------------------------------------
+
+    def _continuity_init(self) -> None:
+        # Topic -> the generation of its unbroken stream (see ``stream``).
+        self._streams: dict[str, int] = {}
+        self._generation = 0
+        self._observers: list[StreamObserver] = []
+
+    def stream(self, topic: str) -> int | None:
+        """A token for "every message of ``topic`` since it was issued reached this process".
+
+        None when that is not known (not subscribed, or Redis has not confirmed the
+        subscription); a new token after every possible gap (a broken connection, an
+        unsubscribe, a moved shard). Equal tokens at two moments: nothing was missed between.
+        """
+        return self._streams.get(topic)
+
+    def observe(self, observer: StreamObserver) -> None:
+        """Show ``observer`` every message delivered here (before its sockets get it) and every stream's end."""
+        self._observers.append(observer)
+
+    def _stream_started(self, topic: str) -> None:
+        """Redis confirmed a subscription of ``topic``: everything published from now on arrives."""
+        if topic in self.topics:
+            self._generation += 1
+            self._streams[topic] = self._generation
+
+    def _streams_broken(self, topics: Any = None) -> None:
+        """Messages of ``topics`` (None: every topic) may have been missed: their streams end."""
+        if topics is None:
+            self._streams.clear()
+        else:
+            topics = list(topics)
+            for topic in topics:
+                self._streams.pop(topic, None)
+        for observer in self._observers:
+            observer.stream_ended(topics)
 
     # --- subscriptions -------------------------------------------------------------
 
@@ -132,6 +188,7 @@ class Hub:
     def _confirm(self, channel: Any) -> None:
         """The reader saw Redis confirm a SUBSCRIBE."""
         topic = (channel.decode() if isinstance(channel, bytes) else channel)[len(PREFIX):]
+        self._stream_started(topic)
         pending = self._confirmations.pop(topic, None)
         if pending is not None and not pending.done():
             pending.set_result(None)
@@ -145,6 +202,7 @@ class Hub:
         if members:
             return False
         del self.topics[topic]
+        self._streams_broken([topic])
         return True
 
     async def unsubscribe(self, topic: str, subscriber: Subscriber) -> None:
@@ -186,6 +244,7 @@ class Hub:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
         self.connected.clear()
+        self._streams_broken()
         self.pubsub = None
         for pending in self._confirmations.values():
             pending.cancel()
@@ -200,6 +259,7 @@ class Hub:
 
     def _connection_lost(self) -> None:
         self.connected.clear()
+        self._streams_broken()
         if self.pubsub is not None:
             # Wake the reader: it notices the broken connection and reconnects.
             asyncio.get_running_loop().create_task(self._close_pubsub(self.pubsub))
@@ -274,6 +334,7 @@ class Hub:
                 raise
             except Exception:
                 self.connected.clear()
+                self._streams_broken()
                 logger.warning("hub: pub/sub connection lost; reconnecting", exc_info=attempt == 0)
                 await self._close_pubsub(pubsub)
                 try:
@@ -295,6 +356,11 @@ class Hub:
         members = self.topics.get(topic)
         if not members:
             return
+        for observer in self._observers:
+            try:
+                observer.stream_message(topic, message)
+            except Exception:
+                logger.warning("hub: an observer failed on %s", topic, exc_info=True)
         frames: dict[Any, Any] = {}  # one encoded frame per encoding, shared by every socket
         for subscriber in list(members):
             try:

@@ -117,6 +117,7 @@ class _Shard:
                 elif kind == "pong":
                     pong_due = None
                 elif kind == "ssubscribe":
+                    self.hub._stream_started(_text(reply[1])[len(PREFIX):])
                     future = self.confirmations.pop(_text(reply[1])[len(PREFIX):], None)
                     if future is not None and not future.done():
                         future.set_result(None)
@@ -149,6 +150,7 @@ class ShardedHub(Hub):
         self.connected.set()
         self.reconnects = 0
         self._lock = asyncio.Lock()
+        self._continuity_init()
 
     # --- where a topic lives ---------------------------------------------------------------
 
@@ -229,10 +231,12 @@ class ShardedHub(Hub):
             del self.shards[shard.address]
         await shard.close()
         lost = [t for t, placed in self.placement.items() if placed is shard]
+        self._streams_broken(lost)
         await self._topics_moved(lost)
 
     async def _topics_moved(self, topics: list[str]) -> None:
         """Subscribe ``topics`` again where the cluster has them now, then resync their sockets."""
+        self._streams_broken(topics)
         for topic in topics:
             self.placement.pop(topic, None)
         attempt = 0
@@ -270,6 +274,7 @@ class ShardedHub(Hub):
 
     async def aclose(self) -> None:
         """Close every shard connection and the cluster client."""
+        self._streams_broken()
         for shard in list(self.shards.values()):
             await shard.close()
         self.shards.clear()

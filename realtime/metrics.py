@@ -209,6 +209,24 @@ ADMISSION_REFUSED = Counter(
     ("kind",),
     registry=PROCESS_REGISTRY,
 )
+JOIN_HISTORY = Counter(
+    "realtime_join_history_total",
+    "Joins by where their history came from: this process's stream cache (realtime.streams) or the database.",
+    ("source",),
+    registry=PROCESS_REGISTRY,
+)
+STREAM_CACHE_SEEDED = Counter(
+    "realtime_stream_cache_seeded_total",
+    "Topic windows of the stream cache started from a join's database read (realtime.streams).",
+    registry=PROCESS_REGISTRY,
+)
+STREAM_CACHE_DROPPED = Counter(
+    "realtime_stream_cache_dropped_total",
+    "Topic windows of the stream cache dropped: stream (Redis connection, last socket, shard move), "
+    "gap (a seq missing too long), audit (behind the database).",
+    ("reason",),
+    registry=PROCESS_REGISTRY,
+)
 PUSH_LATENCY = RedisHistogram(
     "realtime_push_latency_seconds",
     "Duration of a sync push (Celery tasks, admin actions) to Redis, region-wide.",
@@ -338,6 +356,10 @@ for _op in ("connect", "disconnect", "publish", "push"):
 BROADCAST_DROPPED.labels(reason="unknown_type")
 for _kind in ("handshake", "join"):
     ADMISSION_REFUSED.labels(kind=_kind)
+for _kind in ("cache", "database"):
+    JOIN_HISTORY.labels(source=_kind)
+for _kind in ("stream", "gap", "audit"):
+    STREAM_CACHE_DROPPED.labels(reason=_kind)
 
 
 def connection_opened(consumer: Any) -> None:
@@ -415,6 +437,21 @@ def broadcast_dropped(reason: str, amount: int = 1) -> None:
 def admission_refused(kind: str) -> None:
     """A handshake or a join was refused over the admission budget (``kind``: handshake, join)."""
     ADMISSION_REFUSED.labels(kind=kind).inc()
+
+
+def join_history(source: str) -> None:
+    """A join got its history from ``source``: ``cache`` (realtime.streams) or ``database``."""
+    JOIN_HISTORY.labels(source=source).inc()
+
+
+def stream_cache_seeded() -> None:
+    """A topic's window of the stream cache started from a join's database read."""
+    STREAM_CACHE_SEEDED.inc()
+
+
+def stream_cache_dropped(reason: str) -> None:
+    """A topic's window of the stream cache was dropped (``reason``: stream, gap, audit)."""
+    STREAM_CACHE_DROPPED.labels(reason=reason).inc()
 
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -35,6 +35,7 @@ from realtime import metrics, presence
 from realtime.auth import socket_sessions_check
 from realtime.hub import Hub
 from realtime.redis_pool import aclose_async_client
+from realtime.streams import Streams
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +110,8 @@ class Runtime:
         self.loop = loop
         self.hub = hub_new()
         self.outbox = Outbox(loop, self.hub)
+        #: Each subscribed topic's recent events, kept from the hub (realtime.streams).
+        self.streams = Streams(self.hub)
         #: Every accepted socket of this loop (ProtocolConsumer adds itself, and leaves on disconnect).
         self.sockets: weakref.WeakSet[Any] = weakref.WeakSet()
         #: Long-poll sessions by id (realtime.longpoll); their consumers are in ``sockets`` too.
@@ -119,13 +122,16 @@ class Runtime:
     # --- start -------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Run the presence refresh and the session re-check (idempotent; the first socket calls it).
+        """Run the presence refresh, the session re-check and the stream cache's audit.
+
+        Idempotent; the first socket calls it.
 
         A loop that only publishes (a Celery worker's, a management command's) never
         calls it, and so runs no timer.
         """
         self.run("presence-refresh", self._refresh_forever)
         self.run("session-recheck", self._recheck_forever)
+        self.run("streams-audit", self.streams.audit_forever)
 
     def run(self, name: str, job: Callable[[], Awaitable[None]]) -> None:
         """Run ``job()`` as this runtime's task ``name`` unless it is running; stop() cancels it."""

@@ -439,6 +439,9 @@ REALTIME = {
     # Messages sent on join without last_seq; and the most sent on resume before reset.
     "HISTORY_PAGE": env_int("CHAT_HISTORY_PAGE", 50),
     "RESUME_CAP": env_int("CHAT_RESUME_CAP", 500),
+    # Events each process keeps per subscribed room, encoded, for joins to resume from
+    # without the database (realtime/streams.py); 0: every join reads the database.
+    "STREAM_CACHE_EVENTS": env_int("CHAT_STREAM_CACHE_EVENTS", 200),
     # Ticket lifetime in seconds.
     "TICKET_TTL": env_int("WS_TICKET_TTL", 60),
     # Presence entries not refreshed within this many seconds are swept.
