@@ -6,6 +6,9 @@ A message's ``attachments`` field is the chat's (chat/realtime_features.py): the
 
 from __future__ import annotations
 
+from typing import Any
+
+from realtime import broadcast, streams
 from realtime.features import feature
 
 attachments = feature(
@@ -20,3 +23,16 @@ attachments.event(
     doc="Staff removed a file from a message; clients drop it (its URL answers 404 from now on).",
     example={"type": "attachment.removed", "room": "lobby", "seq": 42, "message_id": 7, "id": 12},
 )
+
+
+@streams.reviser(prefix=broadcast.room_group(""), type="attachment.removed")
+def _attachment_removed(window: streams.Window, change: dict[str, Any]) -> None:
+    """A room's cached message loses the removed file, as its history would (realtime.streams)."""
+    current = window.get(change["seq"])
+    if current is None or not current.get("attachments"):
+        return
+    kept = [a for a in current["attachments"] if a.get("id") != change["id"]]
+    revised = {**current, "attachments": kept}
+    if not kept:
+        del revised["attachments"]  # history sends the field only when there are some
+    window.replace(change["seq"], revised)

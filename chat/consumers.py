@@ -22,11 +22,14 @@ from chat.group_commit import group_commit
 from realtime import admission, broadcast, features, metrics, presence
 from realtime.consumer import ProtocolConsumer
 from realtime.protocol import ErrorCode, ProtocolError
+from realtime.runtime import runtime
 
 # Typing notices from one socket are forwarded at most this often (seconds).
 TYPING_INTERVAL = 2.0
 
 db = database_sync_to_async
+#: A join's history from the room's window: (the last seq, the events, them encoded for the socket).
+Cached = tuple[int, list[dict[str, Any]], list[Any]]
 logger = logging.getLogger(__name__)
 
 
@@ -92,7 +95,9 @@ class ChatConsumer(ProtocolConsumer):
         ``joined``, then every message in seq order, then live traffic, with no gap.
         Everything the join reads from the database (the room and the permission, the
         history, the features' snapshots) is read in one database call
-        (:meth:`_join_load`), and presence in one Redis round trip.
+        (:meth:`_join_load`), and presence in one Redis round trip. The history comes from
+        this process's window of the room's stream when it holds it (realtime.streams:
+        read nothing, encode nothing), else from the database, which then seeds the window.
         """
         slug = p["room"]
         wait = admission.join_take()
@@ -108,8 +113,15 @@ class ChatConsumer(ProtocolConsumer):
             # either in the history or arrives live (or both; the duplicate is dropped).
             # Until the join succeeds the room's messages are only held (``accepts``),
             # and dropped if it is refused.
-            await broadcast.asubscribe(broadcast.room_group(slug), self)
-            room, resume, history, extra = await db(self._join_load)(slug, p.get("last_seq"))
+            topic = broadcast.room_group(slug)
+            await broadcast.asubscribe(topic, self)
+            streams = runtime().streams
+            token = streams.token(topic)  # before the database read that may seed the window
+            cached = self._join_cached(topic, p.get("last_seq"))
+            room, resume, history, extra = await db(self._join_load)(slug, p.get("last_seq"), cached)
+            if cached is None:
+                streams.seed(topic, token, history, resume.latest_seq, self.joining[slug])
+            metrics.join_history("database" if cached is None else "cache")
             became_present, names = await presence.presence_enter(
                 room=slug, username=self.username, conn_id=self.conn_id
             )
@@ -119,8 +131,12 @@ class ChatConsumer(ProtocolConsumer):
             await self.send_event(
                 events.joined_event(room=room, seq=resume.latest_seq, presence=names, reset=resume.reset)
             )
-            for event in history:
-                await self.send_event(event)
+            if cached is None:
+                for event in history:
+                    await self.send_event(event)
+            else:
+                for encoded in cached[2]:
+                    await self.send_encoded(encoded)
             for event in extra:
                 await self.send_event(event)
             for event in await features.joined(self, slug, history):
@@ -141,16 +157,43 @@ class ChatConsumer(ProtocolConsumer):
         if became_present and not rejoin:
             await broadcast.apresence_send(slug, joined=[self.username], left=[], exclude=self.conn_id)
 
-    def _join_load(self, slug: str, last_seq: int | None) -> tuple[Any, selectors.Resume, list[dict[str, Any]],
-                                                                  list[dict[str, Any]]]:
-        """Sync, in one database call: enter the room, read what to resume, and the features' snapshots."""
-        room, _membership = services.room_enter(slug=slug, user=self.user)
+    def _join_cached(self, topic: str, last_seq: int | None) -> Cached | None:
+        """What the join resumes with, from the room's window if it answers exactly (else None).
+
+        As ``selectors.room_resume`` would answer, but ending at the last seq this process
+        has seen, which a message committed and not yet arrived here follows live. A
+        client ahead of the window (it saw a message on another process first) or further
+        behind than the resume cap is the database's to answer.
+        """
+        window = runtime().streams.window(topic)
+        if window is None:
+            return None
         cfg = settings.REALTIME
-        # The room was loaded after the join subscribed (handle_join): its last_seq is a
-        # position the live stream continues from.
-        resume = selectors.room_resume(room=room, last_seq=last_seq, page=cfg["HISTORY_PAGE"], cap=cfg["RESUME_CAP"],
-                                       latest=room.last_seq)
-        history = events.message_events(resume.messages)
+        if last_seq is None:
+            seqs = window.latest_page(cfg["HISTORY_PAGE"])
+        elif window.high - last_seq > cfg["RESUME_CAP"]:
+            return None
+        else:
+            seqs = window.after(last_seq)
+        if seqs is None:
+            return None
+        codec = self.codec
+        return (window.high, [window.event(s) for s in seqs], [window.encoded_for(s, codec) for s in seqs])
+
+    def _join_load(self, slug: str, last_seq: int | None, cached: Cached | None = None,
+                   ) -> tuple[Any, selectors.Resume, list[dict[str, Any]], list[dict[str, Any]]]:
+        """Sync, in one database call: enter the room, read what to resume (unless cached), the features' snapshots."""
+        room, _membership = services.room_enter(slug=slug, user=self.user)
+        if cached is not None:
+            latest, history, _encoded = cached
+            resume = selectors.Resume([], latest, reset=False)
+        else:
+            cfg = settings.REALTIME
+            # The room was loaded after the join subscribed (handle_join): its last_seq is
+            # a position the live stream continues from.
+            resume = selectors.room_resume(room=room, last_seq=last_seq, page=cfg["HISTORY_PAGE"],
+                                           cap=cfg["RESUME_CAP"], latest=room.last_seq)
+            history = events.message_events(resume.messages)
         return room, resume, history, features.joined_load(self, slug, room, history)
 
     async def handle_leave(self, p: dict[str, Any]) -> None:

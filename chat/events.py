@@ -55,10 +55,26 @@ def reply_quote(quoted: Message | None) -> dict[str, Any] | None:
                              "author_name": display_name(quoted.author), "deleted": quoted.is_deleted,
                              "excerpt": ""}
     if not quoted.is_deleted:
-        # The text as shown (formatting marks gone), from the stored HTML; the page sets it as text.
-        text = " ".join(markup.html_text(quoted.html).split()) if quoted.html else " ".join(quoted.body.split())
-        quote["excerpt"] = text if len(text) <= EXCERPT_CHARS else text[: EXCERPT_CHARS - 1] + "…"
+        quote["excerpt"] = quote_excerpt(html=quoted.html, body=quoted.body)
     return quote
+
+
+def quote_excerpt(*, html: str, body: str) -> str:
+    """The text a quote shows (formatting marks gone), from the stored HTML; the page sets it as text."""
+    text = " ".join(markup.html_text(html).split()) if html else " ".join(body.split())
+    return text if len(text) <= EXCERPT_CHARS else text[: EXCERPT_CHARS - 1] + "…"
+
+
+def message_revised(event: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
+    """A ``message`` event as ``change`` (a ``message.updated``) leaves it: what history would now carry."""
+    return {**event, "body": change["body"], "html": change["html"], "edited_ts": change["edited_ts"]}
+
+
+def quote_revised(quote: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
+    """A reply's quote after its message was edited (``message.updated``) or deleted (``message.deleted``)."""
+    if change["type"] == "message.deleted":
+        return {**quote, "deleted": True, "excerpt": ""}
+    return {**quote, "excerpt": quote_excerpt(html=change.get("html") or "", body=change.get("body") or "")}
 
 
 def message_event(message: Message, *, attachments: Iterable[Any] | None = None) -> dict[str, Any]:

@@ -12,7 +12,9 @@ from typing import Any
 
 from django.conf import settings
 
-from chat import errors
+from chat import errors, events
+from chat.models import Room
+from realtime import broadcast, streams
 from realtime.features import Context, feature
 from realtime.protocol import ROOM, Field, ProtocolError, body_check, check_client_id, check_id, check_seq
 
@@ -180,3 +182,39 @@ def _error_frame(exc: errors.ChatError) -> ProtocolError:
 
 
 chat.maps_error(errors.ChatError, _error_frame)
+
+
+# --- Rooms as streams: a join inside a process's window reads no history (realtime.streams) ---
+
+#: A room's topic carries its messages by seq, and deletions as tombstones, as history does.
+def _rooms_latest(topics: list[str]) -> dict[str, int]:
+    """Each room topic's last committed seq (the stream cache's audit)."""
+    prefix = broadcast.room_group("")
+    rows = Room.objects.filter(slug__in=[t[len(prefix):] for t in topics]).values_list("slug", "last_seq")
+    return {broadcast.room_group(slug): seq for slug, seq in rows}
+
+
+ROOM_STREAMS = streams.kind(prefix=broadcast.room_group(""), entries=("message", "message.deleted"),
+                            latest=_rooms_latest)
+
+
+@streams.reviser(prefix=ROOM_STREAMS.prefix, type="message.updated")
+def _message_updated(window: streams.Window, change: dict[str, Any]) -> None:
+    """An edit or a moderation mask: the message as history would now carry it, and the quotes of it."""
+    current = window.get(change["seq"])
+    if current is not None and current.get("type") == "message":
+        window.replace(change["seq"], events.message_revised(current, change))
+    _quotes_revised(window, change)
+
+
+@streams.reviser(prefix=ROOM_STREAMS.prefix, type="message.deleted")
+def _message_deleted(window: streams.Window, change: dict[str, Any]) -> None:
+    """The tombstone replaced the message (an entry); replies to it now quote a tombstone."""
+    _quotes_revised(window, change)
+
+
+def _quotes_revised(window: streams.Window, change: dict[str, Any]) -> None:
+    for seq, event in list(window.entries()):
+        quote = event.get("reply_to")
+        if isinstance(quote, dict) and quote.get("seq") == change["seq"]:
+            window.replace(seq, {**event, "reply_to": events.quote_revised(quote, change)})

@@ -58,3 +58,35 @@ async def test_attachments_that_are_not_the_senders_get_an_error_frame_and_nothi
 
     assert await sync_to_async(Message.objects.count)() == 1
     await a.disconnect()
+
+
+async def test_a_file_removed_by_staff_is_gone_from_a_join_served_by_the_rooms_window(people):
+    """Staff remove one of a message's two files while the process's window holds the message: a later
+    join, answered from the window (realtime.streams), carries the other file only, as the database does."""
+    from attachments.models import Attachment
+    from chat import events, selectors
+    from chat.models import Room
+    from realtime import metrics
+
+    alice, bob = people
+    first, second = await sync_to_async(_upload)(alice), await sync_to_async(_upload)(alice, "b.png")
+    a = await connect(alice)
+    await join(a)  # seeds the window
+    await a.send_json_to({"type": "message", "room": "lobby", "body": "two", "attachments": [first, second]})
+    await recv(a, type_="message")
+    await sync_to_async(lambda: services.attachment_remove(attachment=Attachment.objects.get(pk=first)))()
+    assert (await recv(a, type_="attachment.removed"))["id"] == first
+    cached = metrics.JOIN_HISTORY.labels(source="cache")._value.get()
+    b = await connect(bob)
+    await join(b)
+    history = await recv(b, type_="message")
+    assert metrics.JOIN_HISTORY.labels(source="cache")._value.get() == cached + 1
+    assert [f["id"] for f in history["attachments"]] == [second]
+
+    def from_database():
+        room = Room.objects.get(slug="lobby")
+        return events.message_events(selectors.room_resume(room=room, last_seq=0, page=50, cap=500).messages)
+
+    assert [history] == await sync_to_async(from_database)()
+    await a.disconnect()
+    await b.disconnect()

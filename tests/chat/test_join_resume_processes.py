@@ -4,15 +4,18 @@ Two live Daphne processes share Redis and the database: messages are posted on o
 sockets on the other join with every kind of ``last_seq`` (none, 0, behind, the latest,
 past it), before, during and after the posting, and again after that process restarted
 (nothing of what it held survives). Each joining socket's own stream, read raw (no client
-de-duplication), must hold each seq it is owed exactly once.
+de-duplication), must hold each seq it is owed exactly once, whether the join was answered
+from B's window of the room's stream (realtime.streams) or from the database; both are used.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 
+import httpx
 import pytest
 from asgiref.sync import sync_to_async
 from websockets.asyncio.client import connect as ws_connect
@@ -62,6 +65,13 @@ async def _seqs_until(ws: Any, final: int, timeout: float = 30) -> tuple[dict[st
                 joined = event
             elif event["type"] in ("message", "message.deleted") and event.get("room") == "lobby":
                 seqs.append(event["seq"])
+
+
+async def _joins_by_source(server: services.Service) -> dict[str, float]:
+    """The process's ``realtime_join_history_total`` by source (cache, database), from its /metrics."""
+    text = (await asyncio.to_thread(httpx.get, f"{server.url}/metrics", timeout=10)).text
+    found = re.findall(r'^realtime_join_history_total\{[^}]*source="(\w+)"[^}]*\} (\S+)$', text, re.M)
+    return {source: float(value) for source, value in found}
 
 
 def _owed(last_seq: int | None, joined: dict[str, Any], final: int, page: int) -> list[int]:
@@ -124,6 +134,10 @@ async def test_joins_on_the_other_process_get_each_seq_exactly_once_across_a_res
     await poster.send(json.dumps({"type": "join", "room": "lobby"}))
     await _round(poster, b, cookie, base=0)
     assert await sync_to_async(lambda: Room.objects.get(slug="lobby").last_seq)() == POSTS
+    used = await _joins_by_source(b)
+    assert used.get("cache", 0) >= 4 and used.get("database", 0) >= 1, used
     await asyncio.to_thread(b.restart)
     await _round(poster, b, cookie, base=POSTS)
+    used = await _joins_by_source(b)  # a new process: its window started from the database again
+    assert used.get("cache", 0) >= 4 and used.get("database", 0) >= 1, used
     await poster.close()
