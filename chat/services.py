@@ -7,7 +7,6 @@ message without notifying the room, and a rolled-back write reaches nobody.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import time
@@ -204,24 +203,14 @@ def avatar_set(*, user: AbstractBaseUser, data: bytes) -> Avatar:
     return avatar
 
 
-@functools.cache
-def _membership_sql() -> str:
-    meta = Membership._meta
-    q = connection.ops.quote_name
-    return (f"SELECT * FROM {q(meta.db_table)} WHERE {q(meta.get_field('room').column)} = %s "
-            f"AND {q(meta.get_field('user').column)} = %s")
-
-
 def _postable_membership(
     room: Room, user: AbstractBaseUser, membership: Membership | None = selectors.UNLOADED
 ) -> Membership | None:
-    # Every message runs this, so it skips the ORM's query building (a raw query, still
-    # read into a Membership): Membership.objects.filter(...) cost more than the query, and
-    # its default ordering (room, user) joined two more tables (docs/performance.md has the
-    # figures). At most one row matches (unique room, user). A socket passes the membership
-    # it cached at join (ChatConsumer drops it when a ``membership`` event says it changed).
+    # Every message runs this (selectors.membership_of: a raw query, no query building). A
+    # socket passes the membership it cached at join (ChatConsumer drops it when a
+    # ``membership`` event says it changed).
     if membership is selectors.UNLOADED:
-        membership = next(iter(Membership.objects.raw(_membership_sql(), [room.pk, user.pk])), None)
+        membership = selectors.membership_of(room=room, user=user)
     selectors.room_access(room=room, user=user, membership=membership).require("post")
     return membership
 

@@ -9,8 +9,10 @@ open. It also renders the log-in page's 429 answer, which says when to retry.
 
 from __future__ import annotations
 
+import functools
 import math
 from datetime import datetime
+from datetime import timezone as dt_timezone
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -20,6 +22,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.forms import AuthenticationForm
 from django.core import signing
+from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.cookie import parse_cookie
 from django.shortcuts import render
@@ -44,11 +47,9 @@ def lockout_until(*, username: str | None = None, ip_address: str | None = None)
     for field, value in (("username", username), ("ip_address", ip_address)):
         if not value:
             continue
-        rows = (
-            AccessAttempt.objects.filter(**{field: value}, attempt_time__gte=since)
-            .order_by("-attempt_time")
-            .values_list("attempt_time", "failures_since_start")
-        )
+        with connection.cursor() as cursor:
+            cursor.execute(_attempts_sql(field), [value, connection.ops.adapt_datetimefield_value(since)])
+            rows = [(_aware(attempt_time), failures) for attempt_time, failures in cursor.fetchall()]
         total = 0
         for attempt_time, failures in rows:
             total += failures
@@ -56,6 +57,24 @@ def lockout_until(*, username: str | None = None, ip_address: str | None = None)
                 ends.append(attempt_time + cooloff)
                 break
     return max(ends, default=None)
+
+
+@functools.cache
+def _attempts_sql(field: str) -> str:
+    # Every handshake asks (account_lockout_until): the SQL is built once, not by the ORM
+    # per handshake, whose query building cost more than the query (docs/performance.md).
+    q = connection.ops.quote_name
+    meta = AccessAttempt._meta
+    return (f"SELECT {q('attempt_time')}, {q('failures_since_start')} FROM {q(meta.db_table)} "
+            f"WHERE {q(meta.get_field(field).column)} = %s AND {q('attempt_time')} >= %s "
+            f"ORDER BY {q('attempt_time')} DESC")
+
+
+def _aware(value: Any) -> datetime:
+    """A timestamp column as an aware datetime (SQLite's cursor returns it naive, in UTC)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if timezone.is_aware(value) else timezone.make_aware(value, dt_timezone.utc)
 
 
 def account_lockout_until(user: AbstractBaseUser) -> datetime | None:
