@@ -20,13 +20,9 @@ from channels.testing import WebsocketCommunicator
 from chat import events, selectors
 from chat.models import Room
 from realtime import metrics
-from realtime.asgi import application
-from tests.conftest import cookie_header
+from tests.chat.test_consumers import connect
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-ORIGIN = (b"origin", b"http://127.0.0.1:8000")
-
 
 @pytest.fixture(autouse=True)
 def _limits(settings):
@@ -37,15 +33,6 @@ def _limits(settings):
 
 def cache_joins() -> float:
     return metrics.JOIN_HISTORY.labels(source="cache")._value.get()
-
-
-async def connect(user: Any) -> WebsocketCommunicator:
-    cookie = await sync_to_async(cookie_header)(user)
-    comm = WebsocketCommunicator(application, "/ws/chat/", headers=[ORIGIN, (b"cookie", cookie.encode())])
-    connected, _ = await comm.connect(timeout=5)
-    assert connected
-    assert (await comm.receive_json_from(timeout=5))["type"] == "hello"
-    return comm
 
 
 async def join(comm: WebsocketCommunicator, last_seq: int | None = None) -> tuple[dict[str, Any], list[dict]]:
