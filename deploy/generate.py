@@ -743,6 +743,24 @@ def grafana_dashboard(cat: Any) -> str:
                 ),
             ],
         ),
+        (
+            "Joins per second by where their history came from; stream cache windows started and dropped",
+            "ops",
+            [
+                (
+                    f"sum by (region, source) (rate(realtime_join_history_total{sel}[$__rate_interval]))",
+                    "joins from {{source}} {{region}}",
+                ),
+                (
+                    f"sum by (region) (rate(realtime_stream_cache_seeded_total{sel}[$__rate_interval]))",
+                    "windows seeded {{region}}",
+                ),
+                (
+                    f"sum by (region, reason) (rate(realtime_stream_cache_dropped_total{sel}[$__rate_interval]))",
+                    "windows dropped: {{reason}} {{region}}",
+                ),
+            ],
+        ),
     ]
     panels = [
         _panel(i + 1, title, unit, targets, (i % 2) * 12, (i // 2) * 8)
