@@ -28,8 +28,9 @@ from realtime.runtime import runtime
 TYPING_INTERVAL = 2.0
 
 db = database_sync_to_async
-#: A join's history from the room's window: (the last seq, the events, them encoded for the socket).
-Cached = tuple[int, list[dict[str, Any]], list[Any]]
+#: A join's history from the room's window: (the last seq, the events, them encoded for the
+#: socket, the room the window was filled from: its primary key).
+Cached = tuple[int, list[dict[str, Any]], list[Any], Any]
 logger = logging.getLogger(__name__)
 
 
@@ -117,10 +118,12 @@ class ChatConsumer(ProtocolConsumer):
             await broadcast.asubscribe(topic, self)
             streams = runtime().streams
             token = streams.token(topic)  # before the database read that may seed the window
-            cached = self._join_cached(topic, p.get("last_seq"))
-            room, resume, history, extra = await db(self._join_load)(slug, p.get("last_seq"), cached)
+            offered = self._join_cached(topic, p.get("last_seq"))
+            room, resume, history, extra, cached = await db(self._join_load)(slug, p.get("last_seq"), offered)
+            if offered is not None and cached is None:
+                streams.discard(topic, "stale")  # not this room's, or ahead of the database
             if cached is None:
-                streams.seed(topic, token, history, resume.latest_seq, self.joining[slug])
+                streams.seed(topic, token, history, resume.latest_seq, self.joining[slug], identity=room.pk)
             metrics.join_history("database" if cached is None else "cache")
             became_present, names = await presence.presence_enter(
                 room=slug, username=self.username, conn_id=self.conn_id
@@ -178,14 +181,23 @@ class ChatConsumer(ProtocolConsumer):
         if seqs is None:
             return None
         codec = self.codec
-        return (window.high, [window.event(s) for s in seqs], [window.encoded_for(s, codec) for s in seqs])
+        return (window.high, [window.event(s) for s in seqs], [window.encoded_for(s, codec) for s in seqs],
+                window.identity)
 
     def _join_load(self, slug: str, last_seq: int | None, cached: Cached | None = None,
-                   ) -> tuple[Any, selectors.Resume, list[dict[str, Any]], list[dict[str, Any]]]:
-        """Sync, in one database call: enter the room, read what to resume (unless cached), the features' snapshots."""
+                   ) -> tuple[Any, selectors.Resume, list[dict[str, Any]], list[dict[str, Any]], Cached | None]:
+        """Sync, in one database call: enter the room, read what to resume (unless cached), the features' snapshots.
+
+        The room read here checks the window it was offered: one filled from another room
+        of the same slug (deleted and made again) or ahead of the database (restored from a
+        backup) is not used, and the database answers; the caller then drops it (the last
+        value returned is the window's answer if it was used, else None).
+        """
         room, _membership = services.room_enter(slug=slug, user=self.user)
+        if cached is not None and (cached[3] != room.pk or cached[0] > room.last_seq):
+            cached = None
         if cached is not None:
-            latest, history, _encoded = cached
+            latest, history, _encoded, _room = cached
             resume = selectors.Resume([], latest, reset=False)
         else:
             cfg = settings.REALTIME
@@ -194,7 +206,7 @@ class ChatConsumer(ProtocolConsumer):
             resume = selectors.room_resume(room=room, last_seq=last_seq, page=cfg["HISTORY_PAGE"],
                                            cap=cfg["RESUME_CAP"], latest=room.last_seq)
             history = events.message_events(resume.messages)
-        return room, resume, history, features.joined_load(self, slug, room, history)
+        return room, resume, history, features.joined_load(self, slug, room, history), cached
 
     async def handle_leave(self, p: dict[str, Any]) -> None:
         """Leave a room (joined: checked by its declared permission)."""

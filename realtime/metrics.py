@@ -223,7 +223,7 @@ STREAM_CACHE_SEEDED = Counter(
 STREAM_CACHE_DROPPED = Counter(
     "realtime_stream_cache_dropped_total",
     "Topic windows of the stream cache dropped: stream (Redis connection, last socket, shard move), "
-    "gap (a seq missing too long), audit (behind the database).",
+    "gap (a seq missing too long), audit (behind the database), stale (another room's, or ahead of the database).",
     ("reason",),
     registry=PROCESS_REGISTRY,
 )
@@ -358,7 +358,7 @@ for _kind in ("handshake", "join"):
     ADMISSION_REFUSED.labels(kind=_kind)
 for _kind in ("cache", "database"):
     JOIN_HISTORY.labels(source=_kind)
-for _kind in ("stream", "gap", "audit"):
+for _kind in ("stream", "gap", "audit", "stale"):
     STREAM_CACHE_DROPPED.labels(reason=_kind)
 
 
@@ -450,7 +450,7 @@ def stream_cache_seeded() -> None:
 
 
 def stream_cache_dropped(reason: str) -> None:
-    """A topic's window of the stream cache was dropped (``reason``: stream, gap, audit)."""
+    """A topic's window of the stream cache was dropped (``reason``: stream, gap, audit, stale)."""
     STREAM_CACHE_DROPPED.labels(reason=reason).inc()
 
 

@@ -105,7 +105,8 @@ class Kind:
 class Window:
     """One topic's recent entries ``low..high``, gap-free, each encoded once per encoding."""
 
-    __slots__ = ("kind", "token", "low", "high", "events", "encoded", "pending", "gap_since", "size", "suspect")
+    __slots__ = ("kind", "token", "low", "high", "events", "encoded", "pending", "gap_since", "size", "suspect",
+                 "identity")
 
     def __init__(self, kind: Kind, token: int, low: int, high: int, size: int) -> None:
         self.kind = kind
@@ -118,6 +119,9 @@ class Window:
         self.gap_since: float | None = None
         self.size = size
         self.suspect: int | None = None  # a committed seq the last audit found beyond ``high``
+        #: What the app's read said the topic was (the chat: the room's primary key): a
+        #: window of a room deleted and made again under the same slug is not the new one's.
+        self.identity: Any = None
 
     # --- what the stream does to it --------------------------------------------------
 
@@ -243,6 +247,11 @@ class Streams:
         self.windows.pop(topic, None)
         metrics.stream_cache_dropped(why)
 
+    def discard(self, topic: str, why: str) -> None:
+        """Drop ``topic``'s window: a reader found it does not match the database (``why``: stale)."""
+        if topic in self.windows:
+            self._drop(topic, why)
+
     # --- the audit ----------------------------------------------------------------------
 
     async def audit(self) -> None:
@@ -262,6 +271,10 @@ class Streams:
                     self._drop(topic, "audit")
                     continue
                 committed = latest.get(topic, 0)
+                if committed < window.high:
+                    # Ahead of the database: the room was made again, or the database restored.
+                    self._drop(topic, "stale")
+                    continue
                 window.suspect = committed if committed > window.high else None
 
     async def audit_forever(self) -> None:
@@ -292,12 +305,14 @@ class Streams:
         return window
 
     def seed(self, topic: str, token: int | None, events: list[dict[str, Any]], latest: int,
-             held: list[dict[str, Any]]) -> None:
+             held: list[dict[str, Any]], identity: Any = None) -> None:
         """Offer what a join read from the database (``events``, up to ``latest``).
 
         ``token``: the stream token taken before the read; ``held``: the topic's hub
-        messages the joining socket received since then. Starts the window, or extends a
-        current one backwards; nothing happens unless it can be exact (see the module).
+        messages the joining socket received since then; ``identity``: what the read
+        said the topic is (kept on the window, for readers to check). Starts the window,
+        or extends a current one backwards; nothing happens unless it can be exact (see
+        the module).
         """
         size = self.size()
         kind = self._kind(topic)
@@ -310,8 +325,12 @@ class Streams:
         if any(kind.revision(e) for e in held_events):
             return  # an edit raced the read: in which order it applies is not known here
         window = self.window(topic)
+        if window is not None and window.identity != identity:
+            self._drop(topic, "stale")
+            window = None
         if window is None:
             window = Window(kind, token, latest - len(seqs) + 1, latest - len(seqs), size)
+            window.identity = identity
             for seq, event in zip(seqs, events, strict=True):
                 window.put(seq, event)
             for event in held_events:

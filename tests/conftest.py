@@ -119,6 +119,9 @@ def _clean_redis(redis_service: services.Service) -> Iterator[None]:
 
     for rt in runtimes():
         rt.sockets.clear()
+        # Those sockets keep their rooms subscribed, so the rooms' stream windows
+        # (realtime.streams) would outlive the database each test starts afresh.
+        rt.streams.windows.clear()
     from realtime.ratelimit import local_buckets_clear
 
     local_buckets_clear()  # the message rate limit's in-process half of the buckets flushed below

@@ -138,3 +138,34 @@ async def test_joins_from_the_window_while_messages_are_posted_get_each_seq_once
     assert cache_joins() - before >= 5
     for comm in (a, *sockets):
         await comm.disconnect(timeout=5)
+
+
+async def test_a_window_of_a_room_deleted_and_made_again_is_not_served(people):
+    """A room deleted and created again under its slug while a socket kept its window: the next join
+    is answered by the database (only the new room's message), and the window starts again from it."""
+    from chat import services
+
+    alice, bob = people
+    a = await connect(alice)
+    await join(a)
+    for i in range(1, 4):
+        await a.send_json_to({"type": "message", "room": "lobby", "body": f"old {i}", "client_id": f"o{i}"})
+        await until(a, lambda e, i=i: e["type"] == "message" and e["seq"] == i)
+
+    def remake() -> None:
+        Room.objects.filter(slug="lobby").delete()
+        room = Room.objects.create(slug="lobby", title="Lobby", is_public=True)
+        services.room_enter(slug="lobby", user=alice)
+        services.message_post(room=room, author=alice, body="new 1")
+
+    await sync_to_async(remake)()
+    await until(a, lambda e: e["type"] == "message" and e["body"] == "new 1")  # through the old window
+    b = await connect(bob)
+    before = cache_joins()
+    joined, history = await join(b)
+    assert cache_joins() == before  # not served from the old room's window
+    assert joined["seq"] == 1 and [e["body"] for e in history] == ["new 1"]
+    joined, history = await join(b, 0)
+    assert cache_joins() == before + 1 and [e["body"] for e in history] == ["new 1"]
+    await a.disconnect(timeout=5)
+    await b.disconnect(timeout=5)
