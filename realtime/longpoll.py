@@ -28,7 +28,6 @@ import json
 import logging
 import secrets
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -39,6 +38,7 @@ from django.utils.module_loading import import_string
 from realtime.handshake import origin_allowed
 from realtime.protocol import CloseCode
 from realtime.runtime import runtime
+from realtime.web import peer_socket_path
 
 logger = logging.getLogger(__name__)
 
@@ -235,7 +235,7 @@ class LongPollConsumer(AsyncHttpConsumer):
         """
         if not settings.WEB_PEER_DIR:
             return False
-        path = Path(settings.WEB_PEER_DIR) / f"{owner}.sock"
+        path = peer_socket_path(settings.WEB_PEER_DIR, owner)
         if not path.exists():
             return False
         headers = [(k, v) for k, v in self.scope.get("headers", []) if k.lower() not in HOP_HEADERS]

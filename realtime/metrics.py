@@ -258,9 +258,12 @@ def exposition(*, siblings: bool = True, host: str = "localhost") -> bytes:
 def _sibling_sockets() -> list[str]:
     from django.conf import settings
 
-    own = f"{settings.WEB_PROCESS_INDEX}.sock"
+    from realtime.web import PEER_SUFFIX, peer_socket_path
+
+    own = peer_socket_path(settings.WEB_PEER_DIR, settings.WEB_PROCESS_INDEX).name
     try:
-        return sorted(e.path for e in os.scandir(settings.WEB_PEER_DIR) if e.name.endswith(".sock") and e.name != own)
+        with os.scandir(settings.WEB_PEER_DIR) as entries:
+            return sorted(e.path for e in entries if e.name.endswith(PEER_SUFFIX) and e.name != own)
     except OSError:
         return []
 

@@ -49,6 +49,15 @@ RESTART_PAUSE_SECONDS = 1.0
 PR_SET_PDEATHSIG = 1
 
 
+#: The suffix of a web process's peer socket in ``WEB_PEER_DIR`` (``<index>.sock``).
+PEER_SUFFIX = ".sock"
+
+
+def peer_socket_path(peer_dir: str | Path, index: int | str) -> Path:
+    """Where web process ``index`` takes requests from its siblings (long-poll forwarding, /metrics)."""
+    return Path(peer_dir) / f"{index}{PEER_SUFFIX}"
+
+
 def web_concurrency() -> int:
     """``WEB_CONCURRENCY``, or the number of cores this process may run on."""
     value = os.environ.get("WEB_CONCURRENCY", "").strip()
@@ -116,7 +125,7 @@ class Launcher:
 
     def peer_socket(self, child: Child) -> Path:
         """The unix socket where ``child`` takes long-poll requests forwarded by its siblings."""
-        return self.peer_dir / f"{child.index}.sock"
+        return peer_socket_path(self.peer_dir, child.index)
 
     def _env(self, child: Child) -> dict[str, str]:
         env = dict(os.environ)
