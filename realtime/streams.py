@@ -228,11 +228,8 @@ class Streams:
     # --- the hub's side (realtime.hub.StreamObserver) ------------------------------------
 
     def stream_message(self, topic: str, message: dict[str, Any]) -> None:
-        window = self.windows.get(topic)
+        window = self.window(topic)
         if window is None:
-            return
-        if window.token != self.hub.stream(topic) or window.stale():
-            self._drop(topic, "gap" if window.stale() else "stream")
             return
         event = message.get("event")
         if isinstance(event, dict):
@@ -299,8 +296,9 @@ class Streams:
         window = self.windows.get(topic)
         if window is None:
             return None
-        if window.token != self.hub.stream(topic) or window.stale():
-            self._drop(topic, "gap" if window.stale() else "stream")
+        stale = window.stale()
+        if stale or window.token != self.hub.stream(topic):
+            self._drop(topic, "gap" if stale else "stream")
             return None
         return window
 
