@@ -21,17 +21,22 @@ from realtime.redis_pool import redis_async, redis_sync
 
 logger = logging.getLogger(__name__)
 
-# KEYS: bucket. ARGV: now, rate per second, burst, cost.
-# Returns {allowed (0/1), seconds until one token is available (string)}.
-_TAKE = """
+# Both scripts start by refilling the bucket KEYS[1] (ARGV: now, rate per second, burst)
+# to ``tokens`` at ``now``.
+_REFILL = """
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
 local now = tonumber(ARGV[1])
 local rate = tonumber(ARGV[2])
 local burst = tonumber(ARGV[3])
-local cost = tonumber(ARGV[4])
 local tokens = tonumber(state[1]) or burst
 local ts = tonumber(state[2]) or now
 tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+"""
+
+# KEYS: bucket. ARGV: now, rate per second, burst, cost.
+# Returns {allowed (0/1), seconds until one token is available (string)}.
+_TAKE = _REFILL + """
+local cost = tonumber(ARGV[4])
 local allowed = 0
 if tokens >= cost then
   tokens = tokens - cost
@@ -47,14 +52,7 @@ return {allowed, tostring(wait)}
 
 # KEYS: bucket. ARGV: now, rate per second, burst, spent. Takes what a process already
 # spent (it may overdraw, down to -burst) and returns the tokens left, for every process.
-_SPEND = """
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local now = tonumber(ARGV[1])
-local rate = tonumber(ARGV[2])
-local burst = tonumber(ARGV[3])
-local tokens = tonumber(state[1]) or burst
-local ts = tonumber(state[2]) or now
-tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+_SPEND = _REFILL + """
 tokens = math.max(-burst, tokens - tonumber(ARGV[4]))
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
 redis.call('EXPIRE', KEYS[1], math.ceil(2 * burst / rate) + 1)
