@@ -120,6 +120,7 @@ async def test_a_window_seeded_inside_an_unbroken_stream_follows_it(hub, redis_s
     cache = streams.Streams(hub)
     listener = _QueueListener()
     await hub.subscribe(TOPIC, listener)
+    await _streaming(hub, TOPIC)
     token = cache.token(TOPIC)
     assert token is not None
     await publish(redis_service, entry(3))  # arrives "during the read"
@@ -138,6 +139,7 @@ async def test_a_read_is_not_seeded_when_the_stream_broke_since_or_an_edit_raced
     cache = streams.Streams(hub)
     listener = _QueueListener()
     await hub.subscribe(TOPIC, listener)
+    await _streaming(hub, TOPIC)
     token = cache.token(TOPIC)
     cache.seed(TOPIC, token, [entry(1), entry(3)], 3, held=[])
     assert cache.window(TOPIC) is None  # not gap-free
@@ -154,6 +156,7 @@ async def test_a_broken_connection_or_the_last_subscriber_leaving_drops_the_wind
     cache = streams.Streams(hub)
     listener = _QueueListener()
     await hub.subscribe(TOPIC, listener)
+    await _streaming(hub, TOPIC)
     token = cache.token(TOPIC)
     cache.seed(TOPIC, token, [entry(1)], 1, held=[])
     assert cache.window(TOPIC) is not None
@@ -173,6 +176,7 @@ async def test_a_seq_missing_for_too_long_drops_the_window(hub, redis_service, m
     cache = streams.Streams(hub)
     listener = _QueueListener()
     await hub.subscribe(TOPIC, listener)
+    await _streaming(hub, TOPIC)
     cache.seed(TOPIC, cache.token(TOPIC), [entry(1)], 1, held=[])
     await publish(redis_service, entry(3))
     await received(listener)
@@ -188,9 +192,18 @@ async def test_the_cache_is_off_at_zero_events(hub, settings):
     cache = streams.Streams(hub)
     listener = _QueueListener()
     await hub.subscribe(TOPIC, listener)
+    await _streaming(hub, TOPIC)
     assert cache.token(TOPIC) is None
     cache.seed(TOPIC, hub.stream(TOPIC), [entry(1)], 1, held=[])
     assert cache.window(TOPIC) is None
+
+
+async def _streaming(hub: Hub, topic: str) -> None:
+    """Until Redis confirmed the subscription of ``topic``: the first subscribe of a fresh hub
+    returns once the reader is connected, which can be before the confirmation is read."""
+    async with asyncio.timeout(10):
+        while hub.stream(topic) is None:
+            await asyncio.sleep(0.01)
 
 
 async def _kill_pubsub(redis_service) -> None:
@@ -215,6 +228,7 @@ async def test_a_window_behind_the_database_for_two_audits_or_ahead_of_it_is_dro
     cache = streams.Streams(hub)
     listener = _QueueListener()
     await hub.subscribe(TOPIC, listener)
+    await _streaming(hub, TOPIC)
     cache.seed(TOPIC, cache.token(TOPIC), [entry(1)], 1, held=[])
     COMMITTED[TOPIC] = 2
     try:
