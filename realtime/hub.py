@@ -157,8 +157,10 @@ class Hub:
             return
         self.topics[topic] = {subscriber}
         self._ensure_reader()
+        # Registered before anything is sent or awaited: the confirmation may be read by the
+        # reader while this coroutine is still waiting to run again.
+        pending = self._confirmations[topic] = asyncio.get_running_loop().create_future()
         if self.connected.is_set():
-            pending = self._confirmations[topic] = asyncio.get_running_loop().create_future()
             try:
                 await self.pubsub.subscribe(PREFIX + topic)
             except (RedisError, OSError):
@@ -166,21 +168,18 @@ class Hub:
                 self._confirmations.pop(topic, None)
                 self._connection_lost()
                 return
-            await self._confirmed(topic, pending)
-        else:
-            # The reader subscribes when it (re)connects; wait a little so that a join
-            # right after connecting does not miss live messages.
-            try:
-                await asyncio.wait_for(asyncio.shield(self.connected.wait()), SUBSCRIBE_WAIT)
-            except TimeoutError:
-                pass
+        # Not connected: the reader subscribes every topic of self.topics when it
+        # (re)connects, this one included, and its confirmation resolves ``pending``.
+        await self._confirmed(topic, pending)
 
     async def _confirmed(self, topic: str, pending: asyncio.Future) -> None:
         try:
             await asyncio.wait_for(asyncio.shield(pending), SUBSCRIBE_WAIT)
         except TimeoutError:
             # Redis is slow or gone: the reader's health check reconnects and resyncs.
-            logger.warning("hub: no confirmation of SUBSCRIBE %s within %s s", topic, SUBSCRIBE_WAIT)
+            # (While it is known to be gone, every join would say so: once is the reader's.)
+            if self.connected.is_set():
+                logger.warning("hub: no confirmation of SUBSCRIBE %s within %s s", topic, SUBSCRIBE_WAIT)
         finally:
             if self._confirmations.get(topic) is pending:
                 del self._confirmations[topic]
@@ -287,6 +286,13 @@ class Hub:
                     await pubsub.subscribe(*[PREFIX + t for t in topics])
                 self.pubsub = pubsub
                 self.connected.set()
+                # Topics first subscribed while the SUBSCRIBE above was in flight are in
+                # self.topics but not in ``topics``, and their subscribe() saw no connection
+                # to send on: send theirs now. From here on subscribe() sends its own.
+                sent = set(topics)
+                missed = [t for t in self.topics if t not in sent]
+                if missed:
+                    await pubsub.subscribe(*[PREFIX + t for t in missed])
                 # After a reconnect, sockets resync once Redis confirmed the last topic's
                 # SUBSCRIBE (it confirms in order): a resync that read the database earlier
                 # could miss a message published before the subscription took effect.

@@ -150,6 +150,8 @@ class ShardedHub(Hub):
         self.connected.set()
         self.reconnects = 0
         self._lock = asyncio.Lock()
+        # Topic -> done when its first subscribe() returns (placed and confirmed, or given up).
+        self._subscribing: dict[str, asyncio.Future] = {}
         self._continuity_init()
 
     # --- where a topic lives ---------------------------------------------------------------
@@ -175,8 +177,10 @@ class ShardedHub(Hub):
         members = self.topics.get(topic)
         if members is not None:
             members.add(subscriber)
+            # The first subscriber may still be finding the topic's shard (no placement
+            # yet) or waiting for its confirmation: either way, return when it does.
             shard = self.placement.get(topic)
-            pending = shard.confirmation(topic) if shard is not None else None
+            pending = self._subscribing.get(topic) or (shard.confirmation(topic) if shard is not None else None)
             if pending is not None:
                 try:
                     await asyncio.wait_for(asyncio.shield(pending), SUBSCRIBE_WAIT)
@@ -184,6 +188,7 @@ class ShardedHub(Hub):
                     pass
             return
         self.topics[topic] = {subscriber}
+        done = self._subscribing[topic] = asyncio.get_running_loop().create_future()
         try:
             async with self._lock:
                 shard = await self._shard(await self._owner(topic))
@@ -193,6 +198,11 @@ class ShardedHub(Hub):
             # The cluster is unreachable: place it again (and resync) once it answers.
             self.placement.pop(topic, None)
             asyncio.get_running_loop().create_task(self._topics_moved([topic]))
+        finally:
+            if self._subscribing.get(topic) is done:
+                del self._subscribing[topic]
+            if not done.done():
+                done.set_result(None)
 
     async def unsubscribe(self, topic: str, subscriber: Any) -> None:
         """Stop delivering ``topic`` to ``subscriber``; SUNSUBSCRIBE after the last one."""

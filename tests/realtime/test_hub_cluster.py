@@ -70,6 +70,25 @@ async def test_messages_reach_every_subscribed_hub_once_in_order(cluster):
         await b.aclose()
 
 
+async def test_a_second_subscriber_returns_only_once_the_first_ones_ssubscribe_is_confirmed(cluster):
+    """A socket that subscribes a topic while the first one is still finding its shard
+    returns when Redis confirmed it, not at once: a message published the moment it
+    returns reaches it."""
+    hub = ShardedHub(cluster.url)
+    try:
+        first, second = Listener(), Listener()
+        placing = asyncio.create_task(hub.subscribe("room.second", first))
+        await asyncio.sleep(0)  # the first subscriber is now looking up the slot's owner
+        assert "room.second" not in hub.placement
+        await hub.subscribe("room.second", second)
+        assert hub.stream("room.second") is not None
+        await hub.publish("room.second", {"n": 1})
+        await until(lambda: second.messages == [{"n": 1}])
+        await placing
+    finally:
+        await hub.aclose()
+
+
 async def test_a_hub_connects_only_to_the_shards_of_its_topics(cluster):
     """Topics on one shard: one connection; an unsubscribed topic's messages do not arrive."""
     hub = ShardedHub(cluster.url)
