@@ -119,11 +119,18 @@ class ChatConsumer(ProtocolConsumer):
             streams = runtime().streams
             token = streams.token(topic)  # before the database read that may seed the window
             offered = self._join_cached(topic, p.get("last_seq"))
-            room, resume, history, extra, cached = await db(self._join_load)(slug, p.get("last_seq"), offered)
-            if offered is not None and cached is None:
-                streams.discard(topic, "stale")  # not this room's, or ahead of the database
-            if cached is None:
-                streams.seed(topic, token, history, resume.latest_seq, self.joining[slug], identity=room.pk)
+            if offered is None and await streams.fill_wait(topic):
+                # Another join of the room was reading it: its read may have seeded the window.
+                offered = self._join_cached(topic, p.get("last_seq"))
+            fill = streams.fill_begin(topic) if offered is None else None
+            try:
+                room, resume, history, extra, cached = await db(self._join_load)(slug, p.get("last_seq"), offered)
+                if offered is not None and cached is None:
+                    streams.discard(topic, "stale")  # not this room's, or ahead of the database
+                if cached is None:
+                    streams.seed(topic, token, history, resume.latest_seq, self.joining[slug], identity=room.pk)
+            finally:
+                streams.fill_end(topic, fill)
             metrics.join_history("database" if cached is None else "cache")
             became_present, names = await presence.presence_enter(
                 room=slug, username=self.username, conn_id=self.conn_id

@@ -28,6 +28,10 @@ What the window holds is what the database holds, or the window does not exist:
   window one seq short for good. Every :data:`AUDIT_SECONDS` the process reads each
   window's last seq from the database (the kind's ``latest``, one query for all): a
   window still behind a seq the previous audit had already seen committed is dropped.
+* **One read fills it.** Joins of a topic arriving together (a room's members after a
+  deploy) would each read the database before any could seed. The first one's read is
+  the topic's *fill* (:meth:`Streams.fill_begin`); the others wait for it
+  (:meth:`Streams.fill_wait`, at most :data:`FILL_WAIT_SECONDS`) and then ask the window.
 * **It answers only what it can answer exactly** (:meth:`Window.after`,
   :meth:`Window.latest_page`): a window still waiting for a missing seq, or not reaching
   back far enough, answers None and the caller reads the database.
@@ -58,6 +62,10 @@ logger = logging.getLogger(__name__)
 GAP_SECONDS = 2.0
 #: How often each process compares its windows with the database (``Streams.audit``).
 AUDIT_SECONDS = 5.0
+#: How long a join waits for another join's read of the same topic (``Streams.fill_wait``)
+#: before reading the database itself. Reads queue on one database thread, so the one in
+#: flight normally ends before a new one would: this bounds only a read that hangs.
+FILL_WAIT_SECONDS = 10.0
 
 
 Reviser = Callable[["Window", dict[str, Any]], None]
@@ -212,6 +220,8 @@ class Streams:
     def __init__(self, hub: Any) -> None:
         self.hub = hub
         self.windows: dict[str, Window] = {}
+        # Topic -> done when the database read in flight that may seed its window ended.
+        self._fills: dict[str, asyncio.Future] = {}
         hub.observe(self)
 
     @staticmethod
@@ -301,6 +311,41 @@ class Streams:
             self._drop(topic, "gap" if stale else "stream")
             return None
         return window
+
+    # --- one read at a time per topic ----------------------------------------------------
+
+    async def fill_wait(self, topic: str) -> bool:
+        """Wait for the read of ``topic`` another join has in flight (True if there was one).
+
+        The caller asks the window again afterwards; if that read did not seed it (it was
+        refused, or not exact), the caller reads the database itself.
+        """
+        pending = self._fills.get(topic)
+        if pending is None:
+            return False
+        try:
+            await asyncio.wait_for(asyncio.shield(pending), FILL_WAIT_SECONDS)
+        except TimeoutError:
+            logger.warning("streams: a read of %s took over %s s; reading again", topic, FILL_WAIT_SECONDS)
+        return True
+
+    def fill_begin(self, topic: str) -> asyncio.Future | None:
+        """Mark a database read of ``topic`` that may seed its window; None if one is already marked
+        or the topic has no window kind. Hand the result to :meth:`fill_end` when the read (and
+        its ``seed``) is done, also when it failed."""
+        if topic in self._fills or self._kind(topic) is None or self.size() <= 0:
+            return None
+        pending = self._fills[topic] = asyncio.get_running_loop().create_future()
+        return pending
+
+    def fill_end(self, topic: str, pending: asyncio.Future | None) -> None:
+        """The read :meth:`fill_begin` marked is over: its waiters ask the window again."""
+        if pending is None:
+            return
+        if self._fills.get(topic) is pending:
+            del self._fills[topic]
+        if not pending.done():
+            pending.set_result(None)
 
     def seed(self, topic: str, token: int | None, events: list[dict[str, Any]], latest: int,
              held: list[dict[str, Any]], identity: Any = None) -> None:

@@ -169,3 +169,34 @@ async def test_a_window_of_a_room_deleted_and_made_again_is_not_served(people):
     assert cache_joins() == before + 1 and [e["body"] for e in history] == ["new 1"]
     await a.disconnect(timeout=5)
     await b.disconnect(timeout=5)
+
+
+def database_joins() -> float:
+    return metrics.JOIN_HISTORY.labels(source="database")._value.get()
+
+
+async def test_joins_of_a_room_arriving_together_read_its_history_from_the_database_once(people):
+    """Eight sockets join a room no socket of the process holds, all at once (a room's members
+    after a deploy): one reads the history from the database, the other seven wait for that read
+    and are answered from the window it seeded, and every one gets the database's latest page."""
+    from chat import services
+
+    alice, bob = people
+
+    def post() -> None:
+        room, _ = services.room_enter(slug="lobby", user=alice)
+        for i in range(1, 9):
+            services.message_post(room=room, author=alice, body=f"before {i}", client_id=f"b{i}")
+
+    await sync_to_async(post)()  # committed and published with nobody subscribed: no window
+    sockets = [await connect(bob if i % 2 else alice) for i in range(8)]
+    cache0, database0 = cache_joins(), database_joins()
+    answers = await asyncio.gather(*(join(s) for s in sockets))
+    assert database_joins() - database0 == 1
+    assert cache_joins() - cache0 == 7
+    latest, expected = await sync_to_async(database_history)(None)
+    for joined, history in answers:
+        assert joined["seq"] == latest == 8
+        assert json.loads(json.dumps(history)) == expected
+    for comm in sockets:
+        await comm.disconnect(timeout=5)
