@@ -61,7 +61,7 @@ class Access:
 
 
 def room_access(
-    *, room: Room | None, user: AbstractBaseUser, membership: Membership | None = UNLOADED
+    *, room: Room | None, user: AbstractBaseUser, membership: Membership | None = UNLOADED, just_read: bool = False
 ) -> Access:
     """The access of ``user`` to ``room`` (None: no such room).
 
@@ -71,7 +71,9 @@ def room_access(
     presence, the room list, the admin's Online now) stays shut to them.
 
     ``membership`` saves the lookup when the caller already loaded it (``message_post``
-    reads it with a raw query, the hot path); None there means "has none".
+    reads it with a raw query, the hot path); None there means "has none". ``just_read``:
+    the caller read ``room`` itself a moment ago (``services.room_enter``), so an outsider's
+    answer need not ask again whether it still exists.
     """
     if room is None:
         gone = errors.RoomNotFound("no such room")
@@ -87,7 +89,7 @@ def room_access(
         banned = errors.Banned("you are banned from this room", room=slug)
         refusals = {"enter": banned, "read": banned, "post": banned}
     elif membership is None:
-        if not Room.objects.filter(pk=room.pk).exists():
+        if not just_read and not Room.objects.filter(pk=room.pk).exists():
             # Deleted since the caller loaded it (consumers keep the joined room's model).
             gone = errors.RoomNotFound("no such room", room=slug)
             refusals = {"enter": gone, "read": gone, "post": gone}
@@ -281,6 +283,11 @@ def room_resume(*, room: Room, last_seq: int | None, page: int, cap: int, latest
     """
     if latest is None:
         latest = Room.objects.values_list("last_seq", flat=True).get(pk=room.pk)
+    if last_seq == latest or (latest == 0 and last_seq is None):
+        # Nothing to read: a client that saw the last message (the usual reconnect), or a
+        # first look at an empty room. The query would return nothing, after building a
+        # four-table join.
+        return Resume([], latest, reset=False)
     # Pages end at ``latest``: a message committed since is sent live, and the consumer
     # drops live messages at or below ``latest``, so one past it here would arrive twice.
     if last_seq is None:

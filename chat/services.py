@@ -184,9 +184,17 @@ def room_enter(*, slug: str, user: AbstractBaseUser) -> tuple[Room, Membership]:
     room = selectors.room_by_slug(slug=slug)
     if room is None:
         raise RoomNotFound("no such room", room=slug)
-    membership = selectors.room_access(room=room, user=user).require("enter")
+    membership = selectors.room_access(room=room, user=user, just_read=True).require("enter")
     if membership is None:
-        membership, _ = Membership.objects.get_or_create(room=room, user=user)
+        # room_access just found none: make it (get_or_create would look it up again first).
+        # Another socket of the user entering at the same moment makes it first: read theirs.
+        try:
+            with transaction.atomic():
+                membership = Membership.objects.create(room=room, user=user)
+        except IntegrityError:
+            membership = selectors.membership_of(room=room, user=user)
+            if membership is None:  # not a duplicate: the room was deleted meanwhile
+                raise RoomNotFound("no such room", room=slug) from None
     return room, membership
 
 

@@ -154,6 +154,39 @@ def test_concurrent_posts_from_threads_get_seqs_1_to_100(lobby, make_user):
         assert bodies == [f"{user.username}:{j}" for j in range(25)]
 
 
+def test_one_user_entering_rooms_from_four_threads_at_once_gets_one_membership_each(alice):
+    """The first entry of a public room makes the membership: four sockets of one user
+    entering the same 20 rooms at the same moment (a reload with several tabs) all get
+    in, with the same membership, and each room has exactly one."""
+    rooms = [Room.objects.create(slug=f"enter-{i}", title=f"Enter {i}", is_public=True) for i in range(20)]
+    barrier = threading.Barrier(4)
+    got: list[tuple[int, int]] = []
+    errors: list[BaseException] = []
+
+    def enter() -> None:
+        try:
+            for room in rooms:
+                barrier.wait(timeout=10)
+                entered, membership = services.room_enter(slug=room.slug, user=alice)
+                got.append((entered.pk, membership.pk))
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=enter) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    assert len(got) == 80
+    for room in rooms:
+        assert Membership.objects.filter(room=room, user=alice).count() == 1
+        one = Membership.objects.get(room=room, user=alice).pk
+        assert {m for r, m in got if r == room.pk} == {one}
+
+
 def test_concurrent_repeats_of_one_client_id_store_one_message(alice, lobby):
     """The same client_id sent from 4 threads at once (a client retrying on several sockets) is stored once."""
     barrier = threading.Barrier(4)
