@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.db import connection
-from django.db.models import Model, Q, QuerySet
+from django.db.models import Q, QuerySet
 
 from chat import errors
 from chat.models import Avatar, Membership, Message, Room
+from realtime.rows import one
 
 # --- Access: the one answer to "may this user read / post in this room" -------------
 
@@ -107,33 +106,18 @@ def room_access(
 
 
 
-# Every join, message and door asks for the room by slug and for the user's membership.
-# Those two lookups skip the ORM's query building (a raw query of all columns, still read
-# into the model): building ``.filter(...).first()`` cost more than running it, and
-# ``.first()`` orders by the model's ordering, which for Membership (room, user) joined two
-# more tables (docs/performance.md has the figures). Each matches at most one row (unique).
-
-
-@functools.cache
-def _one_sql(model: type[Model], *fields: str) -> str:
-    meta = model._meta
-    q = connection.ops.quote_name
-    where = " AND ".join(f"{q(meta.get_field(name).column)} = %s" for name in fields)
-    return f"SELECT * FROM {q(meta.db_table)} WHERE {where}"
-
-
-def _one(model: type[Model], fields: tuple[str, ...], params: list[Any]) -> Any:
-    return next(iter(model.objects.raw(_one_sql(model, *fields), params)), None)
+# Every join, message and door asks for the room by slug and for the user's membership:
+# both skip the ORM's query building (realtime.rows). Each matches at most one row (unique).
 
 
 def room_by_slug(*, slug: str) -> Room | None:
     """The room with this slug, or None."""
-    return _one(Room, ("slug",), [slug])
+    return one(Room, ("slug",), [slug])
 
 
 def membership_of(*, room: Room, user: AbstractBaseUser) -> Membership | None:
     """The user's membership of the room, or None."""
-    return _one(Membership, ("room", "user"), [room.pk, user.pk])
+    return one(Membership, ("room", "user"), [room.pk, user.pk])
 
 
 def rooms_visible(*, user: AbstractBaseUser) -> QuerySet[Room]:

@@ -13,21 +13,26 @@ Tickets are never logged; only their nonce's hash is ever stored as a key.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.sessions.backends.base import SessionBase
 from django.contrib.sessions.backends.db import SessionStore as DbSessionStore
 from django.core import signing
+from django.db import connection
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 from django.utils.module_loading import import_string
 
+from realtime import rows
 from realtime.protocol import CloseCode
 from realtime.redis_pool import redis_async, redis_sync
 
@@ -117,7 +122,7 @@ def session_user(session_key: str) -> tuple[AbstractBaseUser, str] | None:
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, load_backend
     from django.core.exceptions import ValidationError
 
-    data = _session_store(session_key).load()
+    data = _session_data(session_key)
     try:
         user_id = get_user_model()._meta.pk.to_python(data[SESSION_KEY])
         backend_path = data[BACKEND_SESSION_KEY]
@@ -125,13 +130,45 @@ def session_user(session_key: str) -> tuple[AbstractBaseUser, str] | None:
         return None
     if backend_path not in settings.AUTHENTICATION_BACKENDS:
         return None
-    user = load_backend(backend_path).get_user(user_id)
+    backend = load_backend(backend_path)
+    if type(backend).get_user is ModelBackend.get_user:
+        # ModelBackend.get_user's answer, without building its query (realtime.rows).
+        model = get_user_model()
+        user = rows.one(model, (model._meta.pk.name,), [user_id])
+        if user is not None and not backend.user_can_authenticate(user):
+            user = None
+    else:
+        user = backend.get_user(user_id)
     if user is None:
         return None
     session_hash = data.get(HASH_SESSION_KEY) or ""
     if not (session_hash and constant_time_compare(session_hash, user.get_session_auth_hash())):
         return None
     return user, session_hash
+
+
+def _session_data(session_key: str) -> dict:
+    """What ``SessionStore(session_key).load()`` returns ({} for none), read with one
+    prebuilt query when sessions are in the database (Django's default engine)."""
+    engine = import_string(settings.SESSION_ENGINE + ".SessionStore")
+    if engine is not DbSessionStore:
+        return engine(session_key).load()
+    store = engine()
+    if not store._validate_session_key(session_key):
+        return {}
+    model = engine.get_model_class()
+    with connection.cursor() as cursor:
+        cursor.execute(_session_sql(model), [session_key, connection.ops.adapt_datetimefield_value(timezone.now())])
+        row = cursor.fetchone()
+    return store.decode(row[0]) if row else {}
+
+
+@functools.cache
+def _session_sql(model: Any) -> str:
+    q = connection.ops.quote_name
+    meta = model._meta
+    return (f"SELECT {q(meta.get_field('session_data').column)} FROM {q(meta.db_table)} "
+            f"WHERE {q(meta.get_field('session_key').column)} = %s AND {q(meta.get_field('expire_date').column)} > %s")
 
 
 def _session_store(session_key: str | None) -> SessionBase:
