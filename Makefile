@@ -20,7 +20,7 @@ run: setup
 PG_CHAT := services services_dm services_processes group_commit consumers consumers_dm history_api \
 	selectors views_dm live_two_servers join_resume_processes
 PG_TESTS ?= $(foreach m,$(PG_CHAT),tests/chat/test_$(m).py) tests/reactions tests/receipts tests/attachments \
-	tests/search tests/reliability tests/realtime/test_settings.py tests/realtime/test_auth.py
+	tests/search tests/reliability tests/realtime/test_settings.py tests/realtime/test_auth.py tests/realtime/test_rows.py
 
 test:
 	@bin/bootstrap --test
