@@ -235,6 +235,8 @@ class Bench:
         self.step_id = 0
         self.log_lines: list[str] = []
         self.nofile = 0  # the open-file limit main() raised (S6 reports it)
+        self.s6_fit: dict[str, int] = {}  # S6: each server's N, where its processes' open-file limit is below N
+        self.project_procs = 1  # the project's server processes (--project-env WEB_CONCURRENCY)
 
     def say(self, text: str) -> None:
         print(text, flush=True)
@@ -708,14 +710,18 @@ class Bench:
     def s6(self) -> dict[str, Any]:
         """One machine's scale: N idle sockets (M of them in one room), RSS per socket, then a message to the M."""
         cfg = self.cfg
-        n, m = cfg.s6_sockets, min(cfg.s6_members, cfg.s6_sockets)
-        sources = max(2, math.ceil(n / 20_000))
-        self.say(f"S6 one machine: {n} sockets from {sources} loopback source addresses, {m} of them in one room; "
-                 f"then {cfg.s6_messages} message(s) to that room (open-file limit {self.nofile})")
+        self.say(f"S6 one machine: {cfg.s6_sockets} sockets, {min(cfg.s6_members, cfg.s6_sockets)} of them in one "
+                 f"room; then {cfg.s6_messages} message(s) to that room (open-file limit {self.nofile} per process)")
         results: dict[str, Any] = {}
         for name, server in self.servers.items():
             if not self.budget.ok(cfg.phase_need):
                 break
+            n = self.s6_fit.get(name, cfg.s6_sockets)
+            m = min(cfg.s6_members, n)
+            sources = max(2, math.ceil(n / 20_000))
+            self.say(f"  {name}: {n} sockets from {sources} loopback source addresses, a room of {m}"
+                     + (f" (the {cfg.s6_sockets} asked for do not fit its processes' open-file limit)"
+                        if n < cfg.s6_sockets else ""))
             self.settle(server)
             t = time.monotonic()
             big = self.open(server, ["s6-big"] * m, join=True, reader=True, concurrency=200, timeout=120,
@@ -737,6 +743,7 @@ class Bench:
             idle_n = max(1, idle["opened"])
             s.update({
                 "sockets": n, "members": m, "sources": sources, "opened": big["opened"] + idle["opened"],
+                "processes": self.project_procs if name == "project" else 1,
                 "open_errors": big["errors"] + idle["errors"],
                 "error_samples": big["error_samples"] + idle["error_samples"],
                 "open_seconds": round(open_s, 1), "rss_kib_at_members": rss_m[0], "rss_kib_at_all": rss_n[0],
@@ -785,6 +792,32 @@ class Bench:
         return {"results": results, "ratios": {
             "seconds_until_all_connected": ratios({k: results.get(k, {}).get("seconds_until_all_connected")
                                                    for k in SERVERS})}}
+
+
+def s6_sizes(cfg: Config, nofile: int, names: list[str], project_procs: int) -> dict[str, int]:
+    """S6's N for each server whose processes cannot hold ``cfg.s6_sockets`` open files each.
+
+    Every socket is a file in one server process and in one load process. The stock and
+    bare servers are one process; the project is ``project_procs`` (``--project-env
+    WEB_CONCURRENCY=K``: realtime.web's processes sharing the port, among which the kernel
+    spreads connections). Without the right to raise the hard limit (CAP_SYS_RESOURCE;
+    ``ulimit -Hn``, systemd's LimitNOFILE) a single process stops near it.
+    """
+    margin = 500  # the process's own files: its database, Redis, logs, the listening sockets
+    per_load = max(1, nofile - margin) * cfg.load_procs
+    fit: dict[str, int] = {}
+    for name in names:
+        procs = project_procs if name == "project" else 1
+        # SO_REUSEPORT spreads by a hash of each connection: even only on average (at 17,000
+        # per process, one standard deviation is about 120), so each keeps 3 % spare.
+        per_server = max(1, nofile - margin) * procs * (0.97 if procs > 1 else 1.0)
+        n = int(min(cfg.s6_sockets, per_server, per_load))
+        if n < cfg.s6_sockets:
+            fit[name] = max(100, n)
+            print(f"NOTE: S6 wants {cfg.s6_sockets} sockets but the open-file limit is {nofile} per process (hard "
+                  f"limit; raising it needs CAP_SYS_RESOURCE): {name} ({procs} process(es), {cfg.load_procs} load "
+                  f"process(es)) runs S6 with {fit[name]}", flush=True)
+    return fit
 
 
 def fmt(v: Any, digits: int = 1) -> str:
@@ -890,8 +923,11 @@ def table_rows(report: dict[str, Any]) -> list[tuple[str, list[Any]]]:
         res = sc["S6"]["results"]
         cfg = report["config"]
         rows = [
+            row("server processes", {n: res.get(n, {}).get("processes") for n in SERVERS}),
+            row("sockets asked", {n: res.get(n, {}).get("sockets") for n in SERVERS}),
             row("sockets open", {n: res.get(n, {}).get("opened") for n in SERVERS}),
             row("open errors", {n: res.get(n, {}).get("open_errors") for n in SERVERS}),
+            row("seconds to open all", {n: res.get(n, {}).get("open_seconds") for n in SERVERS}),
             row("KiB per idle socket (server)", {n: res.get(n, {}).get("kib_per_idle_socket") for n in SERVERS}),
             row("one room: delivered", {n: res.get(n, {}).get("received") for n in SERVERS}),
             row("  loss %", {n: (100 * res[n]["loss"] if n in res else None) for n in SERVERS}),
@@ -992,8 +1028,10 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         res = sc["S6"]["results"]
         p, b = res.get("project") or {}, res.get("bare") or {}
         if p:
-            add(f"S6: {p['sockets']} sockets open, the room of {p['members']} delivered to all",
-                p["open_errors"] == 0 and p["received"] >= p["expected"],
+            add(f"S6: {report['config']['s6_sockets']} sockets asked, {p['sockets']} open, the room of "
+                f"{p['members']} delivered to all",
+                p["sockets"] >= report["config"]["s6_sockets"] and p["open_errors"] == 0
+                and p["received"] >= p["expected"],
                 f"{p['opened']}/{p['sockets']} open, {p['received']}/{p['expected']} delivered, "
                 f"p50 {p['p50_ms']} p99 {p['p99_ms']} ms")
         if p and b and b.get("kib_per_idle_socket"):
@@ -1203,13 +1241,14 @@ def main(argv: list[str] | None = None) -> int:
     # Every socket is a file in the server and in a load process; S6 needs its N in both
     # (processes started from here inherit the limit).
     nofile = raise_nofile(2 * cfg.s6_sockets + 10_000 if "S6" in scenarios else 0)
-    if "S6" in scenarios and nofile < cfg.s6_sockets + 2_000:
-        # The server holds every socket in one process: without the right to raise the hard
-        # limit (CAP_SYS_RESOURCE; `ulimit -Hn`, systemd's LimitNOFILE) N cannot be reached.
-        fit = max(100, nofile - 2_000)
-        print(f"NOTE: S6 wants {cfg.s6_sockets} sockets but the open-file limit is {nofile} (hard limit; raising "
-              f"it needs CAP_SYS_RESOURCE): running S6 with {fit}", flush=True)
-        cfg.s6_sockets, cfg.s6_members = fit, min(cfg.s6_members, fit)
+    project_procs = 1
+    for item in args.project_env:
+        key, _, value = item.partition("=")
+        if key == "WEB_CONCURRENCY":
+            project_procs = max(1, int(value))
+    s6_fit: dict[str, int] = {}
+    if "S6" in scenarios:
+        s6_fit = s6_sizes(cfg, nofile, names, project_procs)
     started_wall = time.monotonic()
     from tests import services
 
@@ -1285,6 +1324,8 @@ def main(argv: list[str] | None = None) -> int:
         budget = Budget(cfg.budget)
         bench = Bench(cfg, servers, budget)
         bench.nofile = nofile
+        bench.s6_fit = s6_fit
+        bench.project_procs = project_procs
         report: dict[str, Any] = {
             "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "quick": cfg.quick, "machine": machine(), "versions": versions(), "project_code": code,
