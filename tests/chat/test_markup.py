@@ -161,3 +161,36 @@ def test_a_body_crafted_to_expand_is_shown_as_text_within_the_frame_limit():
     # An ordinary formatted message is untouched.
     ordinary = body_render("**bold**, see a.io")
     assert "<strong>bold</strong>" in ordinary and "<a " in ordinary
+
+
+def _both_stages(body: str) -> str:
+    from chat.markup import _parser
+
+    return _cleaner().clean(_parser().render(body)).strip()
+
+
+def test_plain_bodies_skip_both_stages_with_the_same_html():
+    """The plain-text shortcut gives exactly what markdown-it and nh3 give, for every
+    generated body it takes (plain words, punctuation, any script's letters and digits, and
+    near misses: list markers, domains, mentions, emphasis), and it takes ordinary lines."""
+    import random
+
+    from chat.markup import _PLAIN_RE
+
+    rng = random.Random(18)
+    letters = [chr(c) for c in range(0x20, 0x3000) if chr(c).isalnum()]
+    alphabet = list("abcXYZ019 ,?!'.") + ["  ", ". ", "e.g", "1. ", "a.com", "@", "_", "*", "\u00e9", "\u4e2d"]
+    taken = 0
+    for _ in range(6_000):
+        parts = [rng.choice(alphabet if rng.random() < 0.8 else letters) for _ in range(rng.randint(1, 24))]
+        body = "".join(parts)
+        if _PLAIN_RE.fullmatch(body) and not body.endswith(" "):
+            taken += 1
+            assert body_render(body) == _both_stages(body) == f"<p>{body}</p>", repr(body)
+        else:
+            assert body_render(body) == _both_stages(body), repr(body)
+    assert taken > 300
+    for line in ("see you tomorrow.", "ok, thanks!", "Are you there?", "it's done", "Grüße aus Köln", "好的"):
+        assert _PLAIN_RE.fullmatch(line), line
+    for line in ("1. first", "example.com", "hi @bob", "*bold*", "a_b", " indented", "e.g. this"):
+        assert not _PLAIN_RE.fullmatch(line) or line.endswith(" "), line
