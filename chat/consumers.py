@@ -60,6 +60,7 @@ class ChatConsumer(ProtocolConsumer):
         # ban takes the socket out of the room (``room_remove``), so the next message
         # reads it again.
         self.memberships: dict[str, Any] = {}
+        self._membership_changes = 0  # ``membership`` events seen (a join keeps what it read only if none came)
         # Room -> the highest seq delivered live (for resync after a hub reconnect).
         self.delivered: dict[str, int] = {}
         # Room -> broadcast messages held while its join reads the history.
@@ -124,7 +125,13 @@ class ChatConsumer(ProtocolConsumer):
                 offered = self._join_cached(topic, p.get("last_seq"))
             fill = streams.fill_begin(topic) if offered is None else None
             try:
-                room, resume, history, extra, cached = await db(self._join_load)(slug, p.get("last_seq"), offered)
+                changes = self._membership_changes
+                room, membership, resume, history, extra, cached = await db(self._join_load)(
+                    slug, p.get("last_seq"), offered)
+                if changes == self._membership_changes:
+                    # Read by the join's permission check: the first message needs no query. Not
+                    # kept if a ``membership`` event came meanwhile (it may be newer than the read).
+                    self.memberships[slug] = membership
                 if offered is not None and cached is None:
                     streams.discard(topic, "stale")  # not this room's, or ahead of the database
                 if cached is None:
@@ -192,7 +199,7 @@ class ChatConsumer(ProtocolConsumer):
                 window.identity)
 
     def _join_load(self, slug: str, last_seq: int | None, cached: Cached | None = None,
-                   ) -> tuple[Any, selectors.Resume, list[dict[str, Any]], list[dict[str, Any]], Cached | None]:
+                   ) -> tuple[Any, Any, selectors.Resume, list[dict[str, Any]], list[dict[str, Any]], Cached | None]:
         """Sync, in one database call: enter the room, read what to resume (unless cached), the features' snapshots.
 
         The room read here checks the window it was offered: one filled from another room
@@ -200,7 +207,7 @@ class ChatConsumer(ProtocolConsumer):
         backup) is not used, and the database answers; the caller then drops it (the last
         value returned is the window's answer if it was used, else None).
         """
-        room, _membership = services.room_enter(slug=slug, user=self.user)
+        room, membership = services.room_enter(slug=slug, user=self.user)
         if cached is not None and (cached[3] != room.pk or cached[0] > room.last_seq):
             cached = None
         if cached is not None:
@@ -213,7 +220,7 @@ class ChatConsumer(ProtocolConsumer):
             resume = selectors.room_resume(room=room, last_seq=last_seq, page=cfg["HISTORY_PAGE"],
                                            cap=cfg["RESUME_CAP"], latest=room.last_seq)
             history = events.message_events(resume.messages)
-        return room, resume, history, features.joined_load(self, slug, room, history), cached
+        return room, membership, resume, history, features.joined_load(self, slug, room, history), cached
 
     async def handle_leave(self, p: dict[str, Any]) -> None:
         """Leave a room (joined: checked by its declared permission)."""
@@ -295,6 +302,7 @@ class ChatConsumer(ProtocolConsumer):
             event = message.get("event") or {}
             if event.get("type") == "membership":
                 self.memberships.pop(event.get("room"), None)  # changed: read again on the next message
+                self._membership_changes += 1
             return True
         held = self.joining.get(room)
         if held is not None:

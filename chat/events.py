@@ -14,11 +14,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ObjectDoesNotExist
 
 from attachments.events import attachment_event, attachments_of
 from chat import markup
-from chat.models import Announcement, Membership, Message, Room
+from chat.models import Announcement, Avatar, Membership, Message, Room
+from realtime import rows
 
 
 def _ts(value) -> str | None:
@@ -39,7 +41,12 @@ def avatar_url(user) -> str | None:
 
     Read once per user object: history loads it with the author (select_related), and a
     socket's own user keeps the answer for its later messages, so posting costs no query.
+    The first read is of its version only (realtime.rows, the picture deferred): through the
+    descriptor it built a query and loaded the PNG, for a user's every first message.
     """
+    related = get_user_model().avatar.related
+    if not related.is_cached(user):
+        related.set_cached_value(user, rows.one(Avatar, ("user",), [user.pk], only=("updated_at",)))
     try:
         avatar = user.avatar
     except ObjectDoesNotExist:

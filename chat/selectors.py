@@ -221,7 +221,9 @@ def avatar_of(*, user_id: int) -> Avatar | None:
 
 
 def _messages(room: Room) -> QuerySet[Message]:
+    # The authors' pictures' versions only (events.avatar_url): not the PNGs themselves.
     return (Message.objects.filter(room=room).select_related("author__avatar", "room", "reply_to__author")
+            .defer("author__avatar__png")
             .prefetch_related("attachments"))
 
 

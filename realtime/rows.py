@@ -20,10 +20,14 @@ from django.db.models.sql import Query
 
 
 @functools.cache
-def _plan(model: type[Model], *fields: str) -> tuple[str, list[str], list[tuple[int, Any]]]:
+def _plan(model: type[Model], fields: tuple[str, ...], only: tuple[str, ...] | None,
+          ) -> tuple[str, list[str], list[tuple[int, Any]]]:
     meta = model._meta
     q = connection.ops.quote_name
     concrete = list(meta.concrete_fields)
+    if only is not None:
+        wanted = {meta.get_field(name).attname for name in only} | {meta.pk.attname}
+        concrete = [f for f in concrete if f.attname in wanted]
     columns = ", ".join(q(f.column) for f in concrete)
     where = " AND ".join(f"{q(meta.get_field(name).column)} = %s" for name in fields)
     sql = f"SELECT {columns} FROM {q(meta.db_table)} WHERE {where}"
@@ -32,9 +36,13 @@ def _plan(model: type[Model], *fields: str) -> tuple[str, list[str], list[tuple[
     return sql, [f.attname for f in concrete], sorted(converters.items())
 
 
-def one(model: type[Model], fields: tuple[str, ...], params: list[Any]) -> Any:
-    """The ``model`` row whose ``fields`` equal ``params`` (a unique key), or None."""
-    sql, names, converters = _plan(model, *fields)
+def one(model: type[Model], fields: tuple[str, ...], params: list[Any], *, only: tuple[str, ...] | None = None) -> Any:
+    """The ``model`` row whose ``fields`` equal ``params`` (a unique key), or None.
+
+    ``only``: read just these fields (and the primary key); the others are deferred, as
+    with ``QuerySet.only``.
+    """
+    sql, names, converters = _plan(model, fields, only)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()

@@ -32,3 +32,15 @@ def test_one_reads_the_same_values_as_the_orm(alice, lobby) -> None:
         assert _values(got) == _values(expected)
         assert got._state.adding is False and got._state.db == "default"
     assert one(Room, ("slug",), ["no-such-room"]) is None
+
+
+def test_one_with_only_reads_those_fields_and_defers_the_rest(alice) -> None:
+    """``only``: the listed fields and the key are read, the others are deferred (loaded on
+    first access, as with QuerySet.only) - the chat reads an avatar's version, not its PNG."""
+    from chat.models import Avatar
+
+    Avatar.objects.create(user=alice, png=b"\x89PNG-bytes")
+    got = one(Avatar, ("user",), [alice.pk], only=("updated_at",))
+    assert got.get_deferred_fields() == {"png"}
+    assert got.updated_at == Avatar.objects.get(user=alice).updated_at
+    assert bytes(got.png) == b"\x89PNG-bytes"
