@@ -66,6 +66,8 @@ PATCHES: tuple[Patch, ...] = (
           (TWISTED, DAPHNE), "realtime.server:install_form_parse_off"),
     Patch("denial_response", "Daphne's handle_reply: ASGI's denial response (503 + Retry-After) before accept",
           (AUTOBAHN, DAPHNE), "realtime.server:install_denial_response"),
+    Patch("auto_ping", "autobahn's auto-ping through sendFrame and Twisted's write (one epoll re-arm per ping)",
+          (TWISTED, AUTOBAHN, DAPHNE), "realtime.server:install_auto_ping"),
     Patch("input_queue", "Daphne's asyncio.Queue per connection (create_application)", (DAPHNE,)),
     Patch("direct_writes", "Twisted's write path for broadcast frames (realtime.wire)", (TWISTED, AUTOBAHN, DAPHNE)),
     Patch("routers", "channels' ProtocolTypeRouter and URLRouter (realtime.routing)", (CHANNELS,)),

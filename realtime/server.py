@@ -42,7 +42,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
+import struct
 import sys
+import time
 from functools import partial
 from typing import Any
 
@@ -56,6 +59,10 @@ from twisted.internet import tcp
 from twisted.web import http
 
 from realtime import accel
+from realtime.wire import Wire
+
+#: FIN bit plus opcode 9 (ping); servers do not mask (RFC 6455 5.5.2).
+_PING = 0x89
 
 
 class InputQueue:
@@ -256,6 +263,30 @@ class WebSocketProtocol(daphne_ws.WebSocketProtocol):
             self._onMessage(b"".join(self.message_data), self.message_is_binary)
         self.message_data = None
 
+    def direct_auto_ping(self) -> None:
+        """autobahn's ``_sendAutoPing``, with the ping frame written as broadcast frames are (realtime.wire).
+
+        Daphne pings every open socket every ``--ping-interval`` seconds. Through
+        autobahn's ``sendFrame`` each ping armed and disarmed an epoll writer (Twisted's
+        ``write``), about a quarter of a millisecond: with 5,000 idle sockets, 7 % of a core
+        only for pings. The payload (send time, sequence number, random tail) and the pong
+        timeout are autobahn's; a socket the direct write cannot take (not open, autobahn
+        holding frames of its own, frame logging on) goes through ``sendFrame`` as before.
+        """
+        self.autoPingPendingCall = None
+        self.autoPingPendingSent = time.time_ns()
+        self.autoPingPendingSeq += 1
+        payload = struct.pack(">QL", self.autoPingPendingSent, self.autoPingPendingSeq) + os.urandom(
+            self.autoPingSize - 12)
+        self.autoPingPending = payload
+        if self.state == self.STATE_OPEN:
+            direct = not self.logFrames and not self.trackedTimings and len(payload) <= 125
+            if not (direct and Wire(self.server, self).write(bytes((_PING, len(payload))) + payload)):
+                self.sendFrame(opcode=9, payload=payload)
+        if self.autoPingTimeout:
+            self.autoPingTimeoutCall = self.factory._batched_timer.call_later(
+                self.autoPingTimeout, self.onAutoPingTimeout)
+
     def handle_reply_with_denial(self, message: dict[str, Any]) -> None:
         """Daphne's ``handle_reply``, plus ASGI's denial response before accept.
 
@@ -299,6 +330,11 @@ class WebSocketProtocol(daphne_ws.WebSocketProtocol):
             self.__dict__.pop(name, None)
 
 
+def install_auto_ping() -> None:
+    """Patch ``auto_ping`` (realtime.accel): :meth:`WebSocketProtocol.direct_auto_ping`."""
+    WebSocketProtocol._sendAutoPing = WebSocketProtocol.direct_auto_ping
+
+
 def install_denial_response() -> None:
     """Patch ``denial_response`` (realtime.accel): :meth:`WebSocketProtocol.handle_reply_with_denial`."""
     WebSocketProtocol.handle_reply = WebSocketProtocol.handle_reply_with_denial
@@ -326,7 +362,7 @@ def install_factory_options() -> None:
 
 
 #: The patches that live on WebSocketProtocol: with none in force, Daphne's class serves.
-PROTOCOL_PATCHES = ("on_message_end", "handshake_release", "factory_options", "denial_response")
+PROTOCOL_PATCHES = ("on_message_end", "handshake_release", "factory_options", "denial_response", "auto_ping")
 
 
 class Server(daphne_server.Server):

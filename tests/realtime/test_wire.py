@@ -138,3 +138,59 @@ async def _slow_reader(daphne: Any, make_user: Any, lobby: Any, *, direct: bool)
         assert writes.get("direct", 0.0) - before >= 2 * count
     else:
         assert writes.get("direct", 0.0) == 0 and writes.get("asgi", 0.0) >= 2 * count
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    head = await reader.readexactly(2)
+    n = head[1] & 0x7F
+    if n == 126:
+        n = int.from_bytes(await reader.readexactly(2), "big")
+    elif n == 127:
+        n = int.from_bytes(await reader.readexactly(8), "big")
+    return head[0], await reader.readexactly(n)
+
+
+@pytest.mark.live
+@pytest.mark.django_db(transaction=True)
+async def test_auto_pings_are_autobahns_frames_and_a_socket_that_answers_them_stays_open(app_env, make_user) -> None:
+    """With a 1 s ping interval and a 3 s pong timeout, a client that answers every ping by
+    hand gets ping frames (FIN + opcode 9, autobahn's payload: send time and sequence number,
+    in sequence) and is still open after 7 s: each pong matched its ping and cancelled its
+    timeout (realtime.server's ``auto_ping`` patch; autobahn's own suite runs against it too)."""
+    import base64
+    import os
+    import struct
+    import time
+
+    server = services.daphne_service(app_env, extra_args=("--ping-interval", "1", "--ping-timeout", "3")).start()
+    writer = None
+    try:
+        user = await sync_to_async(make_user)("pinged")
+        cookie = await sync_to_async(cookie_header)(user)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            f"GET /ws/chat/ HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nOrigin: http://127.0.0.1:{server.port}\r\n"
+            f"Cookie: {cookie}\r\n\r\n".encode())
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+        pings: list[bytes] = []
+        started = time.monotonic()
+        while time.monotonic() - started < 7:
+            opcode, payload = await asyncio.wait_for(_read_frame(reader), 5)
+            assert opcode != 0x88, f"closed: {payload!r}"
+            if opcode == 0x89:
+                pings.append(payload)
+                mask = os.urandom(4)
+                writer.write(bytes([0x8A, 0x80 | len(payload)]) + mask
+                             + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+        assert len(pings) >= 4
+        seqs = [struct.unpack(">L", p[8:12])[0] for p in pings]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+        for p in pings:
+            assert 12 <= len(p) <= 125
+            assert abs(struct.unpack(">Q", p[:8])[0] / 1e9 - time.time()) < 60
+    finally:
+        if writer is not None:
+            writer.close()
+        server.stop()
