@@ -68,6 +68,8 @@ PATCHES: tuple[Patch, ...] = (
           (AUTOBAHN, DAPHNE), "realtime.server:install_denial_response"),
     Patch("auto_ping", "autobahn's auto-ping through sendFrame and Twisted's write (one epoll re-arm per ping)",
           (TWISTED, AUTOBAHN, DAPHNE), "realtime.server:install_auto_ping"),
+    Patch("app_checker", "Daphne's application_checker walk of every connection every second (only due ones)",
+          (DAPHNE, TWISTED), "realtime.server:install_app_checker"),
     Patch("input_queue", "Daphne's asyncio.Queue per connection (create_application)", (DAPHNE,)),
     Patch("direct_writes", "Twisted's write path for broadcast frames (realtime.wire)", (TWISTED, AUTOBAHN, DAPHNE)),
     Patch("routers", "channels' ProtocolTypeRouter and URLRouter (realtime.routing)", (CHANNELS,)),

@@ -42,10 +42,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import os
 import struct
 import sys
 import time
+from concurrent.futures import CancelledError
 from functools import partial
 from typing import Any
 
@@ -60,6 +62,9 @@ from twisted.web import http
 
 from realtime import accel
 from realtime.wire import Wire
+
+#: Daphne's logger: the checker's warnings and errors read as Daphne's own.
+daphne_logger = logging.getLogger("daphne.server")
 
 #: FIN bit plus opcode 9 (ping); servers do not mask (RFC 6455 5.5.2).
 _PING = 0x89
@@ -335,6 +340,11 @@ def install_auto_ping() -> None:
     WebSocketProtocol._sendAutoPing = WebSocketProtocol.direct_auto_ping
 
 
+def install_app_checker() -> None:
+    """Patch ``app_checker`` (realtime.accel): :meth:`Server.lean_application_checker`."""
+    Server.application_checker = Server.lean_application_checker
+
+
 def install_denial_response() -> None:
     """Patch ``denial_response`` (realtime.accel): :meth:`WebSocketProtocol.handle_reply_with_denial`."""
     WebSocketProtocol.handle_reply = WebSocketProtocol.handle_reply_with_denial
@@ -398,8 +408,84 @@ class Server(daphne_server.Server):
         gc.freeze()
         super().run()
 
+    # --- the application checker (patch ``app_checker``) ----------------------------------
+
+    def protocol_disconnected(self, protocol: Any) -> None:
+        """Daphne's, and (patch ``app_checker``) the connection is due for the next check."""
+        super().protocol_disconnected(protocol)
+        if accel.active("app_checker"):
+            self._due().add(protocol)
+
+    def _due(self) -> set[Any]:
+        due = self.__dict__.get("_app_due")
+        if due is None:
+            due = self.__dict__["_app_due"] = set()
+        return due
+
+    def _watch(self, protocol: Any) -> None:
+        """Make the connection due for a check when its application instance ends."""
+        details = self.connections.get(protocol)
+        instance = details.get("application_instance") if details else None
+        if instance is not None:
+            due = self._due()
+            instance.add_done_callback(lambda _done: due.add(protocol))
+
+    def lean_application_checker(self) -> None:
+        """Daphne's ``application_checker``, for the connections that need it (patch ``app_checker``).
+
+        Daphne walks every connection every second to find the few whose application
+        ended or whose socket closed: with 16,000 idle sockets in a process, a third of its
+        CPU (bench/fanout S6). A connection is due here when its socket disconnects or its
+        application instance ends (a done callback); the checks, warnings, logs and
+        removals of each due connection are Daphne's, and one still waiting for its
+        application after a disconnect is looked at again each second, as Daphne does.
+        """
+        due = self._due()
+        todo = list(due)
+        due.clear()
+        now = time.time()
+        for protocol in todo:
+            details = self.connections.get(protocol)
+            if details is None:
+                continue
+            disconnected = details.get("disconnected", None)
+            instance = details.get("application_instance", None)
+            if disconnected and now - disconnected > self.application_close_timeout:
+                if instance and not instance.done():
+                    daphne_logger.warning(
+                        "Application instance %r for connection %s took too long to shut down and was killed.",
+                        instance, repr(protocol))
+                    instance.cancel()
+            if instance and instance.done():
+                try:
+                    exception = instance.exception()
+                except (CancelledError, asyncio.CancelledError):
+                    pass
+                else:
+                    if exception:
+                        if isinstance(exception, KeyboardInterrupt):
+                            self.stop()
+                        else:
+                            daphne_logger.error("Exception inside application: %s", exception, exc_info=exception)
+                            if not disconnected:
+                                protocol.handle_exception(exception)
+                del details["application_instance"]
+                instance = None
+            if not instance and disconnected:
+                del self.connections[protocol]
+            elif disconnected:
+                due.add(protocol)  # its application is still closing: again in a second
+        daphne_server.reactor.callLater(1, self.application_checker)
+
     def create_application(self, protocol: Any, scope: dict[str, Any]) -> Any:
-        """Daphne's ``create_application``, with an :class:`InputQueue` for WebSockets (patch ``input_queue``)."""
+        """Daphne's ``create_application``, with an :class:`InputQueue` for WebSockets (patch
+        ``input_queue``); the instance is watched for its end (patch ``app_checker``)."""
+        queue = self._create_application(protocol, scope)
+        if accel.active("app_checker"):
+            self._watch(protocol)
+        return queue
+
+    def _create_application(self, protocol: Any, scope: dict[str, Any]) -> Any:
         if scope.get("type") != "websocket" or not accel.active("input_queue"):
             return super().create_application(protocol, scope)
         assert "application_instance" not in self.connections[protocol]

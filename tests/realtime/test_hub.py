@@ -50,7 +50,9 @@ async def _close(hub: Hub) -> None:
     await hub.publisher.aclose()
 
 
-async def test_a_first_subscribe_that_connects_the_reader_returns_after_redis_confirmed(redis_service, settings) -> None:
+async def test_a_first_subscribe_that_connects_the_reader_returns_after_redis_confirmed(
+    redis_service, settings
+) -> None:
     """The subscribe() that starts a fresh process's reader returns only once Redis
     confirmed its topic, not when the connection is up: with 300 ms to Redis, a message
     published directly the moment it returns still arrives (it used to return right

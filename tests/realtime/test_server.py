@@ -19,6 +19,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -260,3 +261,63 @@ def test_with_realtime_accel_0_the_server_runs_daphnes_and_autobahns_own_code() 
     assert result["producers"] != ["None", "None"]
     assert "http_headers" in result["leftovers"]
     assert "maxFramePayloadSize" in result["option_copies"]
+
+
+async def test_the_application_checker_visits_only_connections_that_ended_and_reaps_them_as_daphne_does(
+    monkeypatch,
+) -> None:
+    """Patch ``app_checker``: a connection becomes due when its socket disconnects or its
+    application ends. Due ones get Daphne's treatment (an ended one is reaped, a failed one's
+    error handed to its protocol, one closed but still running is cancelled after the close
+    timeout and removed); an idle open connection is never looked at."""
+    from daphne import server as daphne_server
+
+    from realtime import accel
+    from realtime.server import Server
+
+    assert accel.active("app_checker")
+    monkeypatch.setattr(daphne_server.reactor, "callLater", lambda *args, **kwargs: None)
+
+    class Protocol:
+        def __init__(self) -> None:
+            self.errors: list[BaseException] = []
+
+        def handle_exception(self, exc: BaseException) -> None:
+            self.errors.append(exc)
+
+    class Looked(dict):
+        """A connection's details that count how often the checker reads them."""
+
+        reads = 0
+
+        def get(self, *args: Any) -> Any:
+            type(self).reads += 1
+            return super().get(*args)
+
+    server = Server.__new__(Server)
+    server.connections = {}
+    server.application_close_timeout = 10
+    loop = asyncio.get_running_loop()
+    ended, failed, closing, idle = Protocol(), Protocol(), Protocol(), Protocol()
+    futures = {p: loop.create_future() for p in (ended, failed, closing, idle)}
+    for protocol, future in futures.items():
+        server.connections[protocol] = Looked({"connected": 0.0, "application_instance": future})
+        server._watch(protocol)
+    futures[ended].set_result(None)
+    server.protocol_disconnected(ended)
+    futures[failed].set_exception(ValueError("boom"))
+    server.protocol_disconnected(closing)
+    await asyncio.sleep(0)  # done callbacks run on the loop
+    Looked.reads = 0
+    server.lean_application_checker()
+    assert ended not in server.connections
+    assert [str(e) for e in failed.errors] == ["boom"] and "application_instance" not in server.connections[failed]
+    assert closing in server.connections and not futures[closing].done()
+    assert idle in server.connections and "application_instance" in server.connections[idle]
+    assert Looked.reads <= 3 * 2  # the three due ones, never the idle one
+    server.application_close_timeout = -1  # the close timeout has passed
+    server.lean_application_checker()
+    assert futures[closing].cancelled()
+    await asyncio.sleep(0)
+    server.lean_application_checker()
+    assert set(server.connections) == {failed, idle}
