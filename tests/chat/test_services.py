@@ -120,32 +120,42 @@ def test_deleted_messages_keep_their_seq(alice, lobby):
     assert Message.objects.get(pk=second.pk).is_deleted
 
 
+def in_threads(target, args_list: list[tuple]) -> list[BaseException]:
+    """``target(*args)`` for each of ``args_list``, each in its own thread (its own database
+    connection), all at once; returns what they raised, for the test's thread to assert on."""
+    errors: list[BaseException] = []
+
+    def run(*args: Any) -> None:
+        try:
+            target(*args)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=args) for args in args_list]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads)
+    return errors
+
+
 def test_concurrent_posts_from_threads_get_seqs_1_to_100(lobby, make_user):
     """4 threads x 25 posts on separate connections: seqs are exactly 1..100, each author's in order."""
     users = [make_user(f"writer{i}") for i in range(4)]
     for user in users:
         Membership.objects.create(room=lobby, user=user)
     barrier = threading.Barrier(len(users))
-    errors: list[BaseException] = []
 
     def write(user) -> None:
-        try:
-            room = Room.objects.get(pk=lobby.pk)
-            barrier.wait(timeout=10)
-            for j in range(25):
-                services.message_post(room=room, author=user, body=f"{user.username}:{j}", client_id=f"k{j}")
-        except BaseException as exc:  # reported below, in the test's thread
-            errors.append(exc)
-        finally:
-            connection.close()
+        room = Room.objects.get(pk=lobby.pk)
+        barrier.wait(timeout=10)
+        for j in range(25):
+            services.message_post(room=room, author=user, body=f"{user.username}:{j}", client_id=f"k{j}")
 
-    threads = [threading.Thread(target=write, args=(u,)) for u in users]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert not any(t.is_alive() for t in threads)
-    assert errors == []
+    assert in_threads(write, [(u,) for u in users]) == []
     assert seqs(lobby) == list(range(1, 101))
     lobby.refresh_from_db()
     assert lobby.last_seq == 100
@@ -161,25 +171,14 @@ def test_one_user_entering_rooms_from_four_threads_at_once_gets_one_membership_e
     rooms = [Room.objects.create(slug=f"enter-{i}", title=f"Enter {i}", is_public=True) for i in range(20)]
     barrier = threading.Barrier(4)
     got: list[tuple[int, int]] = []
-    errors: list[BaseException] = []
 
     def enter() -> None:
-        try:
-            for room in rooms:
-                barrier.wait(timeout=10)
-                entered, membership = services.room_enter(slug=room.slug, user=alice)
-                got.append((entered.pk, membership.pk))
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
+        for room in rooms:
+            barrier.wait(timeout=10)
+            entered, membership = services.room_enter(slug=room.slug, user=alice)
+            got.append((entered.pk, membership.pk))
 
-    threads = [threading.Thread(target=enter) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert errors == []
+    assert in_threads(enter, [()] * 4) == []
     assert len(got) == 80
     for room in rooms:
         assert Membership.objects.filter(room=room, user=alice).count() == 1
@@ -191,25 +190,14 @@ def test_concurrent_repeats_of_one_client_id_store_one_message(alice, lobby):
     """The same client_id sent from 4 threads at once (a client retrying on several sockets) is stored once."""
     barrier = threading.Barrier(4)
     results: list[tuple[int, bool]] = []
-    errors: list[BaseException] = []
 
     def send() -> None:
-        try:
-            room = Room.objects.get(pk=lobby.pk)
-            barrier.wait(timeout=10)
-            message, created = services.message_post(room=room, author=alice, body="once", client_id="same")
-            results.append((message.pk, created))
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
+        room = Room.objects.get(pk=lobby.pk)
+        barrier.wait(timeout=10)
+        message, created = services.message_post(room=room, author=alice, body="once", client_id="same")
+        results.append((message.pk, created))
 
-    threads = [threading.Thread(target=send) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert errors == []
+    assert in_threads(send, [()] * 4) == []
     assert len({pk for pk, _ in results}) == 1
     assert sorted(created for _, created in results) == [False, False, False, True]
     assert seqs(lobby) == [1]
