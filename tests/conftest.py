@@ -12,6 +12,7 @@ the live processes pointed at its test database through ``DATABASE_URL``.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import time
@@ -143,6 +144,36 @@ def _clean_redis(redis_service: services.Service) -> Iterator[None]:
         client.delete(*doomed[start:start + 500])
     client.close()
     yield
+
+
+@pytest.fixture(autouse=True)
+async def _hub_caught_up(_clean_redis: None) -> None:
+    """Each test starts with the session loop's hub caught up with what was published before it.
+
+    Tests share one event loop, and communicator sockets of earlier tests keep rooms
+    subscribed on its hub. While a sync test runs the loop does not, so what that test
+    published (through the background loop) waits unread on the hub's connection and
+    reached the *next* async test's sockets and listeners as if it were theirs. A barrier
+    topic, published after subscribing, arrives after everything published before it: once
+    it is in, the backlog went to the earlier sockets, before this test subscribes anything.
+    """
+    import uuid
+
+    from realtime.broadcast import _QueueListener
+    from realtime.runtime import runtimes
+
+    loop = asyncio.get_running_loop()
+    for rt in runtimes():
+        hub = rt.hub
+        if rt.loop is not loop or hub.reader is None or hub.reader.done() or not hub.connected.is_set():
+            continue
+        topic, listener = f"test-barrier-{uuid.uuid4().hex}", _QueueListener()
+        await hub.subscribe(topic, listener)
+        try:
+            await hub.publish(topic, {"type": "barrier"})
+            await asyncio.wait_for(listener.queue.get(), 5)
+        finally:
+            await hub.unsubscribe(topic, listener)
 
 
 @pytest.fixture(scope="session")
