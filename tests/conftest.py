@@ -146,9 +146,20 @@ def _clean_redis(redis_service: services.Service) -> Iterator[None]:
     yield
 
 
-@pytest.fixture(autouse=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every async test starts with ``_hub_caught_up`` (a sync one may not request an async
+    fixture: the browser tests' sync Playwright then finds the loop running)."""
+    import inspect
+
+    for item in items:
+        function = getattr(item, "function", None)
+        if function is not None and inspect.iscoroutinefunction(function):
+            item.fixturenames.insert(0, "_hub_caught_up")
+
+
+@pytest.fixture
 async def _hub_caught_up(_clean_redis: None) -> None:
-    """Each test starts with the session loop's hub caught up with what was published before it.
+    """Each async test starts with the session loop's hub caught up with what was published before it.
 
     Tests share one event loop, and communicator sockets of earlier tests keep rooms
     subscribed on its hub. While a sync test runs the loop does not, so what that test

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -76,6 +77,13 @@ class GroupListener:
 
         await runtime().outbox.flushed()
         self.queue = await self._listen.__aenter__()
+        # Published is not yet read back: another socket of this process (an earlier test's)
+        # may keep the group subscribed, and the hub delivers what it had not read yet to
+        # this listener too. A barrier published now arrives after all of that: skip to it.
+        barrier = {"type": "test.barrier", "id": uuid.uuid4().hex}
+        await broadcast.apublish(self.group, barrier)
+        while await asyncio.wait_for(self.queue.get(), 5) != barrier:
+            pass
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
