@@ -13,12 +13,10 @@ Tickets are never logged; only their nonce's hash is ever stored as a key.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -27,7 +25,6 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.sessions.backends.base import SessionBase
 from django.contrib.sessions.backends.db import SessionStore as DbSessionStore
 from django.core import signing
-from django.db import connection
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 from django.utils.module_loading import import_string
@@ -156,19 +153,8 @@ def _session_data(session_key: str) -> dict:
     store = engine()
     if not store._validate_session_key(session_key):
         return {}
-    model = engine.get_model_class()
-    with connection.cursor() as cursor:
-        cursor.execute(_session_sql(model), [session_key, connection.ops.adapt_datetimefield_value(timezone.now())])
-        row = cursor.fetchone()
-    return store.decode(row[0]) if row else {}
-
-
-@functools.cache
-def _session_sql(model: Any) -> str:
-    q = connection.ops.quote_name
-    meta = model._meta
-    return (f"SELECT {q(meta.get_field('session_data').column)} FROM {q(meta.db_table)} "
-            f"WHERE {q(meta.get_field('session_key').column)} = %s AND {q(meta.get_field('expire_date').column)} > %s")
+    row = rows.one(engine.get_model_class(), ("session_key",), [session_key], only=("session_data", "expire_date"))
+    return store.decode(row.session_data) if row is not None and row.expire_date > timezone.now() else {}
 
 
 def _session_store(session_key: str | None) -> SessionBase:
