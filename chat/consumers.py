@@ -54,11 +54,11 @@ class ChatConsumer(ProtocolConsumer):
         # arrival order (clients place them by seq).
         self.rooms: dict[str, int] = {}
         self.room_models: dict[str, Any] = {}
-        # Joined room -> the user's membership as last read (None: has none). Every message
-        # checks it (chat.selectors.room_access) without a query; a ``membership`` event
-        # (the services send one on every change of role, mute or ban) drops it, a kick or
-        # ban takes the socket out of the room (``room_remove``), so the next message
-        # reads it again.
+        # Joined room -> the user's membership as last read, as a selectors.Standing (None:
+        # has none). Every message checks it (chat.selectors.room_access) without a query;
+        # a ``membership`` event (the services send one on every change of role, mute or
+        # ban) drops it, a kick or ban takes the socket out of the room (``room_remove``),
+        # so the next message reads it again.
         self.memberships: dict[str, Any] = {}
         self._membership_changes = 0  # ``membership`` events seen (a join keeps what it read only if none came)
         # Room -> the highest seq delivered live (for resync after a hub reconnect).
@@ -131,7 +131,7 @@ class ChatConsumer(ProtocolConsumer):
                 if changes == self._membership_changes:
                     # Read by the join's permission check: the first message needs no query. Not
                     # kept if a ``membership`` event came meanwhile (it may be newer than the read).
-                    self.memberships[slug] = membership
+                    self.memberships[slug] = selectors.Standing.of(membership)
                 if offered is not None and cached is None:
                     streams.discard(topic, "stale")  # not this room's, or ahead of the database
                 if cached is None:
@@ -233,7 +233,8 @@ class ChatConsumer(ProtocolConsumer):
         room = await self._joined_room(slug)
         membership = self.memberships.get(slug, selectors.UNLOADED)
         if membership is selectors.UNLOADED:
-            membership = self.memberships[slug] = await db(selectors.membership_of)(room=room, user=self.user)
+            membership = await db(selectors.membership_of)(room=room, user=self.user)
+            self.memberships[slug] = membership = selectors.Standing.of(membership)
         message, created = await group_commit().post(services.MessageDraft(
             room=room, author=self.user, body=p["body"], client_id=p.get("client_id"), membership=membership,
             attachments=tuple(p.get("attachments", ())), reply_to=p.get("reply_to"),

@@ -115,6 +115,33 @@ def room_by_slug(*, slug: str) -> Room | None:
     return one(Room, ("slug",), [slug])
 
 
+class Standing:
+    """What ``room_access`` asks of a membership, kept by a socket between its messages.
+
+    A joined socket answers every message's permission question from the membership its
+    join read (chat.consumers). The model instance it was read into (its ``_state``, the
+    ids, the dates, the cached related objects) weighs about as much as the rest of an
+    idle socket; this record keeps the three values the answer depends on, in slots.
+    """
+
+    __slots__ = ("role", "muted_until", "banned")
+
+    def __init__(self, membership: Membership) -> None:
+        self.role, self.muted_until, self.banned = membership.role, membership.muted_until, membership.banned
+
+    @classmethod
+    def of(cls, membership: Membership | None) -> Standing | None:
+        """The standing of ``membership`` (None: has none)."""
+        return None if membership is None else cls(membership)
+
+    is_muted = Membership.is_muted
+    is_moderator = Membership.is_moderator
+    Role = Membership.Role
+
+    def __repr__(self) -> str:
+        return f"<Standing {self.role} muted_until={self.muted_until} banned={self.banned}>"
+
+
 def membership_of(*, room: Room, user: AbstractBaseUser) -> Membership | None:
     """The user's membership of the room, or None."""
     return one(Membership, ("room", "user"), [room.pk, user.pk])

@@ -207,6 +207,30 @@ def test_room_access_with_a_loaded_membership_costs_no_query(doors, django_asser
     assert access.refusal("post").context["until"] == membership.muted_until.isoformat()
 
 
+@pytest.mark.parametrize(("room", "user", "expected"), ACCESS, ids=[f"{r}-{u}" for r, u, _ in ACCESS])
+def test_a_standing_answers_as_its_membership(doors, room, user, expected, django_assert_num_queries):
+    """What a socket keeps between messages (Standing) gets room_access's answer of the membership it came from."""
+    membership = selectors.membership_of(room=doors[room], user=doors[user])
+    standing = selectors.Standing.of(membership)
+    assert (standing is None) == (membership is None)
+    with django_assert_num_queries(0 if membership is not None else 1):  # none: does the room still exist?
+        access = selectors.room_access(room=doors[room], user=doors[user], membership=standing)
+    assert (access.can_enter, access.can_read, access.can_post, access.reason) == expected
+    full = selectors.room_access(room=doors[room], user=doors[user], membership=membership)
+    assert {a: type(e) for a, e in access.refusals.items()} == {a: type(e) for a, e in full.refusals.items()}
+    assert [e.context for e in access.refusals.values()] == [e.context for e in full.refusals.values()]
+
+
+def test_a_standing_keeps_the_role_in_slots(doors):
+    """A moderator's standing is a moderator's; it holds its three values in slots, not the model's state."""
+    membership = Membership.objects.get(room=doors["public"], user=doors["member"])
+    membership.role = Membership.Role.MODERATOR
+    standing = selectors.Standing.of(membership)
+    assert standing.is_moderator and not standing.is_muted() and not standing.banned
+    assert not hasattr(standing, "__dict__")
+    assert selectors.Standing.of(None) is None
+
+
 # --- rooms a user sees -------------------------------------------------------------
 
 
