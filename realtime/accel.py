@@ -70,6 +70,8 @@ PATCHES: tuple[Patch, ...] = (
           (TWISTED, AUTOBAHN, DAPHNE), "realtime.server:install_auto_ping"),
     Patch("app_checker", "Daphne's application_checker walk of every connection every second (only due ones)",
           (DAPHNE, TWISTED), "realtime.server:install_app_checker"),
+    Patch("timeout_checker", "Daphne's timeout_checker walk of every connection every 2 s (only due ones)",
+          (DAPHNE, AUTOBAHN), "realtime.server:install_timeout_checker"),
     Patch("input_queue", "Daphne's asyncio.Queue per connection (create_application)", (DAPHNE,)),
     Patch("direct_writes", "Twisted's write path for broadcast frames (realtime.wire)", (TWISTED, AUTOBAHN, DAPHNE)),
     Patch("routers", "channels' ProtocolTypeRouter and URLRouter (realtime.routing)", (CHANNELS,)),

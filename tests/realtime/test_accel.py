@@ -91,7 +91,7 @@ def test_another_autobahn_leaves_every_autobahn_patch_out_with_one_warning() -> 
     alone still apply; one warning names each patch left out and the release it found."""
     result = _run({"autobahn": "27.1.0"})
     left_out = {"xor_masker", "on_message_end", "factory_options", "handshake_release", "direct_writes",
-                "denial_response", "auto_ping"}
+                "denial_response", "auto_ping", "timeout_checker"}
     assert result["active"] == sorted(set(EVERY) - left_out)
     assert not (result["xor_masker"] or result["on_message_end"] or result["handshake_release"])
     assert not result["factory_options"]
