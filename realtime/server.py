@@ -393,7 +393,8 @@ class Server(daphne_server.Server):
         # open WebSockets filed under the number of the tick that checks them next.
         self._ticking: set[Any] = set()
         self._wheel: dict[int, set[Any]] = {}
-        self._tick = 0
+        self._tick = -1  # the last tick number done: (time - _tick_origin) // TIMEOUT_TICK
+        self._tick_origin: float | None = None
 
     @property
     def ws_factory(self) -> Any:
@@ -440,14 +441,14 @@ class Server(daphne_server.Server):
             due = min(due, protocol.socket_opened + self.websocket_timeout)
         return due
 
-    def _check_open(self, protocol: Any, now: float) -> None:
+    def _check_open(self, protocol: Any) -> None:
         """Check one connection (Daphne's ``check_timeouts``) and file it for its next check."""
         protocol.check_timeouts()
         if isinstance(protocol, daphne_ws.WebSocketProtocol) and protocol.state == protocol.STATE_OPEN:
-            # The first tick strictly after the due time: ticks are at least TIMEOUT_TICK
-            # apart, so that one is never early (Daphne's checks are strict too).
-            ahead = int((self._timeouts_due(protocol) - now) // self.TIMEOUT_TICK) + 1
-            slot = self._tick + max(ahead, 1)
+            # The first tick strictly after the due time (ticks are numbered by the clock,
+            # below): never early, as Daphne's checks are strict.
+            slot = int((self._timeouts_due(protocol) - self._tick_origin) // self.TIMEOUT_TICK) + 1
+            slot = max(slot, self._tick + 1)
             self._wheel.setdefault(slot, set()).add(protocol)
             protocol._timeout_slot = slot
         else:
@@ -464,21 +465,27 @@ class Server(daphne_server.Server):
         tick after the earliest of them and checked then, by Daphne's own ``check_timeouts``
         (and filed again if a frame moved its ``last_ping`` meanwhile). Every other
         connection (HTTP, a handshake in progress, a closing socket) is checked every tick,
-        as Daphne does. A ping or close goes out at the tick Daphne's walk would send it,
-        or one tick later when the reactor ran late.
+        as Daphne does. Ticks are numbered by the clock (2 s from the first), so a reactor
+        that runs late does every tick number it passed at once: a ping or close goes out at
+        the tick Daphne's walk would send it, or at the next one when the reactor ran late.
         """
-        self._tick += 1
         now = time.time()
+        if self._tick_origin is None:
+            self._tick_origin = now
+        # A hair over, so a tick that runs exactly on time is not taken for the one before.
+        tick = int((now - self._tick_origin) / self.TIMEOUT_TICK + 1e-6)
+        done, self._tick = self._tick, max(self._tick, tick)
         connections = self.connections
         ticking = list(self._ticking)  # what the wheel hands over below is checked from the next tick
         self._ticking.clear()
-        for protocol in self._wheel.pop(self._tick, ()):
-            del protocol._timeout_slot
-            if protocol in connections:
-                self._check_open(protocol, now)
+        for slot in range(done + 1, tick + 1):
+            for protocol in self._wheel.pop(slot, ()):
+                del protocol._timeout_slot
+                if protocol in connections:
+                    self._check_open(protocol)
         for protocol in ticking:
             if protocol in connections:
-                self._check_open(protocol, now)
+                self._check_open(protocol)
         daphne_server.reactor.callLater(self.TIMEOUT_TICK, self.timeout_checker)
 
     # --- the application checker (patch ``app_checker``) ----------------------------------
@@ -492,7 +499,7 @@ class Server(daphne_server.Server):
         if accel.active("timeout_checker"):
             slot = protocol.__dict__.pop("_timeout_slot", None)
             if slot is not None:
-                self._wheel.get(slot, set()).discard(protocol)
+                self._wheel[slot].discard(protocol)
             self._ticking.add(protocol)
 
     def _watch(self, protocol: Any) -> None:

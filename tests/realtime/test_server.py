@@ -333,11 +333,13 @@ class _Clock:
         return self.now
 
 
-def _timeout_run(server_class: Any, monkeypatch, *, sockets: int = 300, seconds: int = 120) -> dict[str, Any]:
+def _timeout_run(server_class: Any, monkeypatch, *, sockets: int = 300, seconds: int = 120,
+                 lag: float = 0.0) -> dict[str, Any]:
     """Drive one server's timeout checker for ``seconds`` of a fake clock, ticking every 2 s as
-    Daphne does: open sockets (some sending frames now and then), one handshake that never
-    ends, one socket that closes. What each socket was sent and when, and how often any
-    connection was looked at."""
+    Daphne does (each tick up to ``lag`` s late, the same seeded delays for every run): open
+    sockets (some sending frames now and then), one handshake that never ends, one socket
+    that closes. What each socket was sent and when, and how often any connection was
+    looked at."""
     from daphne import server as daphne_server
     from daphne import ws_protocol as daphne_ws
 
@@ -345,7 +347,9 @@ def _timeout_run(server_class: Any, monkeypatch, *, sockets: int = 300, seconds:
     monkeypatch.setattr(daphne_ws.time, "time", clock)
     monkeypatch.setattr(daphne_server.time, "time", clock)
     later: list[tuple[float, Any]] = []
-    monkeypatch.setattr(daphne_server.reactor, "callLater", lambda delay, f, *a: later.append((clock.now + delay, f)))
+    late = random.Random(7)
+    monkeypatch.setattr(daphne_server.reactor, "callLater",
+                        lambda delay, f, *a: later.append((clock.now + delay + late.uniform(0, lag), f)))
 
     server = server_class(application=None, endpoints=["tcp:port=0"], ping_interval=20, websocket_timeout=95, websocket_connect_timeout=20)
     server.connections = {}  # made by run()
@@ -423,3 +427,27 @@ def test_the_timeout_checker_pings_closes_and_rejects_as_daphnes_walk_does_looki
     assert looked * 6 < walked  # 1,547 against 13,215 when written
     server = ours["server"]
     assert all(protocol in server.connections for slot in server._wheel.values() for protocol in slot)
+
+
+def test_the_timeout_checker_keeps_pinging_on_time_when_the_reactor_runs_late(monkeypatch):
+    """Patch ``timeout_checker``, each tick up to 1.5 s late: no socket waits more than one tick
+    longer for its ping than under Daphne's walk (ticks are numbered by the clock, not counted)."""
+    from daphne import server as daphne_server
+
+    from realtime.server import Server
+
+    def longest_wait(run: dict[str, Any]) -> float:
+        last: dict[int, float] = {}
+        wait = 0.0
+        for at, number, kind in run["events"]:
+            if kind == "ping" and number % 7:  # not one whose frames put its pings off
+                if number in last:
+                    wait = max(wait, at - last[number])
+                last[number] = at
+        return wait
+
+    ours = _timeout_run(Server, monkeypatch, lag=1.5, seconds=90)
+    monkeypatch.undo()
+    theirs = _timeout_run(daphne_server.Server, monkeypatch, lag=1.5, seconds=90)
+    assert 20 < longest_wait(theirs) <= 20 + 3.5
+    assert longest_wait(ours) <= longest_wait(theirs) + 3.5  # at most one (late) tick more
