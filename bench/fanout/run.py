@@ -41,7 +41,15 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.fanout.load import Adapter, LoadClient, hist_merge, hist_percentile_ms, raise_nofile, split  # noqa: E402
+from bench.fanout.load import (  # noqa: E402
+    Adapter,
+    LoadClient,
+    hist_merge,
+    hist_percentile_ms,
+    raise_nofile,
+    sources_for,
+    split,
+)
 
 SERVERS = ("project", "stock", "bare")
 ALL_SCENARIOS = ("S0", "S1", "S2", "S3", "S4", "S3B", "S6")
@@ -718,7 +726,7 @@ class Bench:
                 break
             n = self.s6_fit.get(name, cfg.s6_sockets)
             m = min(cfg.s6_members, n)
-            sources = max(2, math.ceil(n / 20_000))
+            sources = sources_for(n)
             self.say(f"  {name}: {n} sockets from {sources} loopback source addresses, a room of {m}"
                      + (f" (the {cfg.s6_sockets} asked for do not fit its processes' open-file limit)"
                         if n < cfg.s6_sockets else ""))

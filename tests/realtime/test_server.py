@@ -348,8 +348,11 @@ def _timeout_run(server_class: Any, monkeypatch, *, sockets: int = 300, seconds:
     monkeypatch.setattr(daphne_server.time, "time", clock)
     later: list[tuple[float, Any]] = []
     late = random.Random(7)
-    monkeypatch.setattr(daphne_server.reactor, "callLater",
-                        lambda delay, f, *a: later.append((clock.now + delay + late.uniform(0, lag), f)))
+
+    def call_later(delay: float, f: Any, *args: Any) -> None:
+        later.append((clock.now + delay + late.uniform(0, lag), f))
+
+    monkeypatch.setattr(daphne_server.reactor, "callLater", call_later)
 
     server = server_class(application=None, endpoints=["tcp:port=0"], ping_interval=20, websocket_timeout=95, websocket_connect_timeout=20)
     server.connections = {}  # made by run()
