@@ -354,7 +354,8 @@ def _timeout_run(server_class: Any, monkeypatch, *, sockets: int = 300, seconds:
 
     monkeypatch.setattr(daphne_server.reactor, "callLater", call_later)
 
-    server = server_class(application=None, endpoints=["tcp:port=0"], ping_interval=20, websocket_timeout=95, websocket_connect_timeout=20)
+    server = server_class(application=None, endpoints=["tcp:port=0"], ping_interval=20, websocket_timeout=95,
+                          websocket_connect_timeout=20)
     server.connections = {}  # made by run()
     checks: list[float] = []  # when a connection was looked at
     events: list[tuple[float, int, str]] = []
