@@ -12,8 +12,8 @@ run: setup
 	@exec $(PY) bin/run
 
 # The whole suite against real Redis, Daphne, Celery and Chromium processes that the
-# tests start and stop themselves (tests/services.py), and at the same time the database
-# suites again on a throwaway PostgreSQL (skipped when PYTEST_ARGS narrows the run; PG_TESTS= to skip).
+# tests start and stop themselves (tests/services.py); then the database suites again on
+# a throwaway PostgreSQL (skipped when PYTEST_ARGS narrows the run; PG_TESTS= to skip).
 # The database suites: services and group commit, consumers, history, the live two-process
 # tests, the faults, search and attachments (not the parsing, markup and admin-page suites,
 # whose queries are the same on both engines).
@@ -22,25 +22,14 @@ PG_CHAT := services services_dm services_processes group_commit consumers consum
 PG_TESTS ?= $(foreach m,$(PG_CHAT),tests/chat/test_$(m).py) tests/reactions tests/receipts tests/attachments \
 	tests/search tests/reliability tests/realtime/test_settings.py tests/realtime/test_auth.py tests/realtime/test_rows.py
 
-# The PostgreSQL run goes beside the main one (each pytest process has its own Redis, Daphne,
-# Celery, ports and database: tests/conftest.py); its report follows the main one's.
-PG_LOG := var/test-postgres.log
-
 test:
 	@bin/bootstrap --test
 	@.venv/bin/lint-imports --no-cache
-	@pg=; status=0; \
-	if [ -z "$(PYTEST_ARGS)" ] && [ -n "$(PG_TESTS)" ]; then \
-		mkdir -p var; \
-		echo "==> The database suites on PostgreSQL, beside the main run (report below): $(PG_TESTS)"; \
-		TEST_DATABASE=postgres $(PY) -m pytest -p no:cacheprovider $(PG_TESTS) > $(PG_LOG) 2>&1 & pg=$$!; \
-	fi; \
-	$(PY) -m pytest --durations=20 $(PYTEST_ARGS) || status=$$?; \
-	if [ -n "$$pg" ]; then \
-		wait $$pg || status=$$((status ? status : 1)); \
-		echo "==> The database suites on PostgreSQL ($(PG_LOG)):"; cat $(PG_LOG); \
-	fi; \
-	exit $$status
+	@$(PY) -m pytest --durations=20 $(PYTEST_ARGS)
+	@if [ -z "$(PYTEST_ARGS)" ] && [ -n "$(PG_TESTS)" ]; then \
+		echo "==> The database suites on PostgreSQL: $(PG_TESTS)"; \
+		TEST_DATABASE=postgres $(PY) -m pytest $(PG_TESTS); \
+	fi
 
 # Daphne's and autobahn's own test suites, from their pinned sdists, against the project's
 # patches of their internals (bin/conformance, realtime/accel.py).
