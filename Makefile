@@ -48,6 +48,6 @@ lint: setup
 bench: setup
 	@$(PY) bench/fanout/run.py --scenarios S0,S1,S2,S3,S4,S3B
 	@$(PY) bench/fanout/run.py --scenarios S6 --servers project,bare --project-env WEB_CONCURRENCY=6 \
-		--load-procs 6 --json bench/results/fanout-s6.json
+		--load-procs 6 --budget 3600 --json bench/results/fanout-s6.json
 	@$(PY) bench/reconnect.py
 	@$(PY) bench/push_latency.py
