@@ -119,9 +119,9 @@ class Standing:
     """What ``room_access`` asks of a membership, kept by a socket between its messages.
 
     A joined socket answers every message's permission question from the membership its
-    join read (chat.consumers). The model instance it was read into (its ``_state``, the
-    ids, the dates, the cached related objects) weighs about as much as the rest of an
-    idle socket; this record keeps the three values the answer depends on, in slots.
+    join read (chat.consumers). Rather than the model instance it was read into (its
+    ``_state``, the ids, the dates, the cached related objects), the socket keeps this
+    record of the three values the answer depends on, in slots.
     """
 
     __slots__ = ("role", "muted_until", "banned")
