@@ -77,7 +77,8 @@ def raise_nofile(want: int = 0) -> int:
 def ephemeral_ports() -> tuple[int, int]:
     """This machine's ephemeral port range (net.ipv4.ip_local_port_range; Linux's default if unreadable)."""
     try:
-        low, high = (int(v) for v in open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(v) for v in f.read().split())
     except (OSError, ValueError):
         low, high = 32768, 60999
     return low, high
