@@ -154,6 +154,11 @@ def handshake_done(scope: dict[str, Any]) -> None:
     _in_flight.leave(scope.get(SCOPE_KEY))
 
 
+def slot_done(slot: int | None) -> None:
+    """:func:`handshake_done` for the slot itself (idempotent; None: no slot)."""
+    _in_flight.leave(slot)
+
+
 def handshakes_in_flight() -> int:
     """How many admitted handshakes are being served now."""
     return len(_in_flight.started)

@@ -109,10 +109,14 @@ class AdmissionGuard:
     async def _admitted(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         # The consumer frees the slot once it accepted or refused; this frees it when the
         # handshake never got that far (the client left, Daphne's handshake timeout).
+        # This frame lasts as long as the socket: it keeps the slot, not a copy of the scope.
+        slot = scope[admission.SCOPE_KEY]
         try:
-            return await self.app(scope, receive, send)
+            inner = self.app(scope, receive, send)
+            del scope
+            return await inner
         finally:
-            admission.handshake_done(scope)
+            admission.slot_done(slot)
 
 
 class OriginGuard:
@@ -150,29 +154,39 @@ class HandshakeAuth:
         self.app = app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        # This frame lasts as long as the socket (it awaits the consumer): it keeps only the
+        # scope the consumer gets, not the one it came with, the cookie or the session's
+        # row (bench/fanout S0 and S6: memory per socket).
+        scope, refused = await self._authenticate(scope)
+        if refused is not None:
+            return await deny(scope, receive, send, refused)
+        return await self.app(scope, receive, send)
+
+    async def _authenticate(self, scope: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+        """(the consumer's scope, None), or (``scope``, why the handshake is refused)."""
         origin = _header(scope, b"origin")
         tickets = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("ticket")
         if tickets:
             if not origin_allowed(origin, missing_ok=True):
-                return await deny(scope, receive, send, "origin not allowed")
+                return scope, "origin not allowed"
             redeemed = await ticket_redeem(tickets[0])
             if redeemed is None:
-                return await deny(scope, receive, send, "invalid ticket")
+                return scope, "invalid ticket"
             if await database_sync_to_async(account_lockout_until)(redeemed.user) is not None:
-                return await deny(scope, receive, send, "account locked out")
+                return scope, "account locked out"
             user, method, session_key, auth_hash = redeemed.user, "ticket", redeemed.session_key, redeemed.auth_hash
         else:
             if not origin_allowed(origin, missing_ok=False):
-                return await deny(scope, receive, send, "origin not allowed")
+                return scope, "origin not allowed"
             cookie = _header(scope, b"cookie")
             session_key = parse_cookie(cookie.decode("latin-1")).get(settings.SESSION_COOKIE_NAME) if cookie else None
             found, locked = (
                 await database_sync_to_async(_session_user_and_lockout)(session_key) if session_key else (None, False)
             )
             if found is None:
-                return await deny(scope, receive, send, "not authenticated")
+                return scope, "not authenticated"
             if locked:
-                return await deny(scope, receive, send, "account locked out")
+                return scope, "account locked out"
             (user, auth_hash), method = found, "session"
-        scope = {**scope, "user": user, "auth_method": method, "auth_session_key": session_key, "auth_hash": auth_hash}
-        return await self.app(scope, receive, send)
+        return {**scope, "user": user, "auth_method": method, "auth_session_key": session_key,
+                "auth_hash": auth_hash}, None

@@ -91,6 +91,30 @@ async def test_an_open_chat_socket_runs_the_consumer_with_no_router_frame_above_
     await comm.disconnect()
 
 
+async def test_an_open_chat_socket_keeps_one_scope_the_consumer_s(alice: Any) -> None:
+    """Memory per socket: the frames an open socket stays suspended in (the admission guard
+    with its slot, the authentication) hold the consumer's scope only, not the copies they
+    were handed, nor what the handshake read on the way (cookie, session row)."""
+    cookie = await sync_to_async(cookie_header)(alice)
+    comm = WebsocketCommunicator(application, "/ws/chat/", headers=[(b"origin", ORIGIN), (b"cookie", cookie.encode())])
+    connected, _ = await comm.connect(timeout=5)
+    assert connected
+    await comm.receive_json_from(timeout=5)  # hello
+    frames, coro = [], comm.future.get_coro()
+    while coro is not None and hasattr(coro, "cr_code"):
+        frames.append((coro.cr_code.co_qualname, coro.cr_frame.f_locals))
+        coro = coro.cr_await
+    names = [name for name, _ in frames]
+    assert "AdmissionGuard._admitted" in names and "HandshakeAuth.__call__" in names, names  # both on the chain
+    consumer_scope = dict(frames)["LayerlessConsumer.__call__"]["self"].scope
+    for name, local in frames:
+        scopes = [value for value in local.values() if isinstance(value, dict) and value.get("type") == "websocket"]
+        assert all(scope is consumer_scope for scope in scopes), name
+        if name.startswith(("AdmissionGuard.", "HandshakeAuth.")):
+            assert set(local) <= {"self", "scope", "receive", "send", "slot", "inner", "refused"}, (name, local)
+    await comm.disconnect()
+
+
 async def test_an_open_echo_socket_runs_the_consumer_directly() -> None:
     """OriginGuard hands over too: the echo socket's task is the consumer itself."""
     comm = WebsocketCommunicator(application, "/ws/echo/", headers=[(b"origin", ORIGIN)])
