@@ -9,6 +9,7 @@ does decoding, validation, permissions, rate limits, errors (chat.errors become
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Any
@@ -53,19 +54,41 @@ class ChatConsumer(ProtocolConsumer):
         # at or below it were already sent and are dropped; messages above it are sent in
         # arrival order (clients place them by seq).
         self.rooms: dict[str, int] = {}
-        self.room_models: dict[str, Any] = {}
-        # Joined room -> the user's membership as last read, as a selectors.Standing (None:
-        # has none). Every message checks it (chat.selectors.room_access) without a query;
-        # a ``membership`` event (the services send one on every change of role, mute or
-        # ban) drops it, a kick or ban takes the socket out of the room (``room_remove``),
-        # so the next message reads it again.
-        self.memberships: dict[str, Any] = {}
         self._membership_changes = 0  # ``membership`` events seen (a join keeps what it read only if none came)
-        # Room -> the highest seq delivered live (for resync after a hub reconnect).
-        self.delivered: dict[str, int] = {}
-        # Room -> broadcast messages held while its join reads the history.
-        self.joining: dict[str, list[dict[str, Any]]] = {}
-        self._typing_at: dict[str, float] = {}
+
+    # The per-room state below is made on the first use (functools.cached_property): a socket
+    # that never joins, most of an idle server's, keeps none of it (bench/fanout S6).
+
+    @functools.cached_property
+    def room_models(self) -> dict[str, Any]:
+        """Joined room -> its model, as the join loaded it."""
+        return {}
+
+    @functools.cached_property
+    def memberships(self) -> dict[str, Any]:
+        """Joined room -> the user's membership as last read, as a selectors.Standing (None: has none).
+
+        Every message checks it (chat.selectors.room_access) without a query; a
+        ``membership`` event (the services send one on every change of role, mute or ban)
+        drops it, a kick or ban takes the socket out of the room (``room_remove``), so the
+        next message reads it again.
+        """
+        return {}
+
+    @functools.cached_property
+    def delivered(self) -> dict[str, int]:
+        """Room -> the highest seq delivered live (for resync after a hub reconnect)."""
+        return {}
+
+    @functools.cached_property
+    def joining(self) -> dict[str, list[dict[str, Any]]]:
+        """Room -> broadcast messages held while its join reads the history."""
+        return {}
+
+    @functools.cached_property
+    def _typing_at(self) -> dict[str, float]:
+        """Room -> when this socket last forwarded a typing notice."""
+        return {}
 
     @property
     def username(self) -> str:

@@ -74,6 +74,8 @@ class LayerlessConsumer(AsyncWebsocketConsumer):
     """
 
     channel_layer_alias = "__no_channel_layer__"
+    #: channels' group names to join at connect: none (a list per socket otherwise).
+    groups: Any = ()
 
     @classmethod
     def as_asgi(cls, **initkwargs: Any) -> Any:
@@ -155,10 +157,10 @@ class ProtocolConsumer(LayerlessConsumer):
     #: Direct writes of pre-encoded broadcast frames (realtime.wire); None: the ASGI path.
     _wire: Wire | None = None
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # Ids of pushed events already delivered (insertion-ordered, bounded).
-        self._seen_ids: dict[str, None] = {}
+    @functools.cached_property
+    def _seen_ids(self) -> dict[str, None]:
+        """Ids of pushed events already delivered (insertion-ordered, bounded); made on the first push."""
+        return {}
 
     # --- ASGI plumbing -----------------------------------------------------------
 

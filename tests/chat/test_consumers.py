@@ -312,3 +312,28 @@ async def test_edit_reaches_every_socket_with_the_new_html(alice, bob, lobby):
         assert updated["html"] == "<p><s>draft</s> final</p>" and updated["body"] == "~~draft~~ final"
     await a.disconnect(timeout=5)
     await b.disconnect(timeout=5)
+
+
+def _consumer(comm: WebsocketCommunicator) -> Any:
+    """The consumer an open communicator's task is suspended in."""
+    coro = comm.future.get_coro()
+    while coro.cr_code.co_qualname != "LayerlessConsumer.__call__":
+        coro = coro.cr_await
+    return coro.cr_frame.f_locals["self"]
+
+
+async def test_a_socket_that_never_joins_keeps_no_per_room_state(alice, bob, lobby):
+    """Memory per idle socket: the per-room records are made by the first join, typing or
+    push that needs them, and then work as ever (the join, typing and messages below)."""
+    per_room = {"room_models", "memberships", "delivered", "joining", "_typing_at", "_seen_ids", "groups"}
+    a, b = await connect(alice), await connect(bob)
+    assert not per_room & set(vars(_consumer(a))), vars(_consumer(a))
+    await join(a)
+    await join(b)
+    await a.send_json_to({"type": "typing", "room": "lobby"})
+    assert (await recv(b, type_="typing"))["user"] == "alice"
+    await a.send_json_to({"type": "message", "room": "lobby", "body": "made on first use", "client_id": "lazy-1"})
+    assert (await recv(b, type_="message"))["body"] == "made on first use"
+    assert {"room_models", "memberships", "delivered", "_typing_at"} <= set(vars(_consumer(a)))
+    await a.disconnect()
+    await b.disconnect()
