@@ -299,8 +299,15 @@ class WebSocketProtocol(daphne_ws.WebSocketProtocol):
         ``websocket.http.response.body`` refuse the handshake with that status and those
         headers (realtime.handshake's 503 + ``Retry-After``); Daphne alone can only
         refuse with 403. The body is not sent (autobahn's error response has none).
+
+        A ``websocket.send`` once the close handshake began is dropped, as Daphne drops a
+        reply to a connection that is gone: autobahn raises ``Disconnected`` for it, and the
+        application (a reply crossing the client's close) took that for its own failure (an
+        error logged and reported per frame; bench/reconnect.py's mass cut showed them).
         """
         kind = message.get("type")
+        if kind == "websocket.send" and self.state in (self.STATE_CLOSING, self.STATE_CLOSED):
+            return
         if kind == "websocket.http.response.start" and self.state == self.STATE_CONNECTING:
             headers = [(bytes(k).decode("latin-1"), bytes(v).decode("latin-1")) for k, v in message.get("headers", ())]
             self._denial = (int(message["status"]), headers)

@@ -263,6 +263,25 @@ def test_with_realtime_accel_0_the_server_runs_daphnes_and_autobahns_own_code() 
     assert "maxFramePayloadSize" in result["option_copies"]
 
 
+def test_a_reply_that_crosses_the_clients_close_is_dropped_not_raised_into_the_application() -> None:
+    """Nothing crashes on a client's close: a ``websocket.send`` once the close handshake began
+    is dropped (as Daphne drops one for a connection already gone), where autobahn raised
+    ``Disconnected`` into the consumer's handler, which reported it as its own internal error."""
+    from autobahn.exception import Disconnected
+    from daphne import ws_protocol as daphne_ws
+
+    from realtime.server import WebSocketProtocol
+
+    protocol = WebSocketProtocol.__new__(WebSocketProtocol)
+    protocol.client_addr = ["127.0.0.1", 50000]
+    for state in (WebSocketProtocol.STATE_CLOSING, WebSocketProtocol.STATE_CLOSED):
+        protocol.state = state
+        with pytest.raises(Disconnected):  # what Daphne's own handle_reply does
+            daphne_ws.WebSocketProtocol.handle_reply(protocol, {"type": "websocket.send", "text": "late"})
+        protocol.handle_reply_with_denial({"type": "websocket.send", "text": "late"})
+        protocol.handle_reply_with_denial({"type": "websocket.send", "bytes": b"late"})
+
+
 async def test_the_application_checker_visits_only_connections_that_ended_and_reaps_them_as_daphne_does(
     monkeypatch,
 ) -> None:
