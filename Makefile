@@ -49,5 +49,7 @@ bench: setup
 	@$(PY) bench/fanout/run.py --scenarios S0,S1,S2,S3,S4,S3B
 	@$(PY) bench/fanout/run.py --scenarios S6 --servers project,bare --project-env WEB_CONCURRENCY=6 \
 		--load-procs 6 --budget 3600 --json bench/results/fanout-s6.json
-	@$(PY) bench/reconnect.py
+	@# reconnect.py exits 1 when its target is not met (fanout/run.py reports its own and goes on):
+	@# the rest of the benchmarks still run.
+	-@$(PY) bench/reconnect.py
 	@$(PY) bench/push_latency.py
