@@ -251,17 +251,28 @@ class ChatConsumer(ProtocolConsumer):
         await self.send_event(events.left_event(room=p["room"]))
 
     async def handle_message(self, p: dict[str, Any]) -> None:
-        """Post a message; a repeated client_id gets the original back, to this socket only."""
+        """Post a message; a repeated client_id gets the original back, to this socket only.
+
+        The draft takes its place in the process's write queue (chat.group_commit) before
+        this returns, so a socket's messages keep their order, and its write is awaited in
+        the background (``pipeline``): the socket's next message joins the same batch
+        instead of waiting for this one's commit. Its broadcast (or its ``error``) comes
+        when it is written, as before.
+        """
         slug = p["room"]
         room = await self._joined_room(slug)
         membership = self.memberships.get(slug, selectors.UNLOADED)
         if membership is selectors.UNLOADED:
             membership = await db(selectors.membership_of)(room=room, user=self.user)
             self.memberships[slug] = membership = selectors.Standing.of(membership)
-        message, created = await group_commit().post(services.MessageDraft(
+        written = group_commit().submit(services.MessageDraft(
             room=room, author=self.user, body=p["body"], client_id=p.get("client_id"), membership=membership,
             attachments=tuple(p.get("attachments", ())), reply_to=p.get("reply_to"),
         ))
+        await self.pipeline(self._message_written(written))
+
+    async def _message_written(self, written: Any) -> None:
+        message, created = await written
         if not created:
             await self.send_event(await db(events.message_event)(message))
 

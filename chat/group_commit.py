@@ -41,12 +41,16 @@ class GroupCommit:
 
     async def post(self, draft: services.MessageDraft) -> tuple[Message, bool]:
         """Write ``draft`` with whatever else is queued; its ``(message, created)`` or its refusal raised."""
+        return await self.submit(draft)
+
+    def submit(self, draft: services.MessageDraft) -> asyncio.Future:
+        """Queue ``draft`` now (drafts are written in the order they were queued); the future of ``post``'s answer."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future = loop.create_future()
         self.pending.append((draft, future))
         if self.task is None or self.task.done():
             self.task = loop.create_task(self._drain(), name="chat-group-commit")
-        return await future
+        return future
 
     async def _drain(self) -> None:
         write = database_sync_to_async(services.messages_post)

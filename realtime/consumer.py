@@ -26,6 +26,7 @@ ASGI and broadcast types listed in ``dispatch`` and the types in ``handlers`` ex
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 import secrets
@@ -64,6 +65,10 @@ logger = logging.getLogger(__name__)
 
 # How many pushed event ids each socket remembers, to drop redelivered pushes.
 SEEN_IDS_KEPT = 512
+#: How many of one socket's frames may finish in the background at once (``ProtocolConsumer.pipeline``).
+PIPELINE_MAX = 64
+#: The frame being handled: its type and client_id (``ProtocolConsumer.receive``; ``pipeline`` reads it).
+_frame_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("frame_context", default=None)
 
 
 class LayerlessConsumer(AsyncWebsocketConsumer):
@@ -255,23 +260,62 @@ class ProtocolConsumer(LayerlessConsumer):
                 await self._rate_check()
             await features.permit(self, spec.type, payload)
             method = self.handlers.get(spec.type)
-            if method is not None:
-                await getattr(self, method)(payload)
-            elif not await features.dispatch(self, spec.type, payload):
-                raise ProtocolError(ErrorCode.UNKNOWN_TYPE, "unknown message type")
-        except ProtocolError as exc:
+            token = _frame_context.set(context)  # for ``pipeline``: what a late failure reports
+            try:
+                if method is not None:
+                    await getattr(self, method)(payload)
+                elif not await features.dispatch(self, spec.type, payload):
+                    raise ProtocolError(ErrorCode.UNKNOWN_TYPE, "unknown message type")
+            finally:
+                _frame_context.reset(token)
+        except Exception as exc:
+            await self._report(exc, context)
+
+    async def _report(self, exc: Exception, context: dict[str, Any]) -> None:
+        """Send the ``error`` event for a frame that failed (``context``: its type and client_id)."""
+        if isinstance(exc, ProtocolError):
             await self.send_event({**exc.as_event(), **{k: v for k, v in context.items() if k not in exc.extra}})
-        except (TimeoutError, RedisError, DatabaseError, OSError) as exc:
+        elif isinstance(exc, (TimeoutError, RedisError, DatabaseError, OSError)):
             logger.warning("frame failed on an unavailable backend: %s", type(exc).__name__)
             err = ProtocolError(ErrorCode.UNAVAILABLE, "temporarily unavailable, nothing was stored; retry")
             await self.send_event({**err.as_event(), **context})
-        except Exception as exc:
+        else:
             err = features.protocol_error(exc)  # an app's domain error (chat.errors, ...)
             if err is None:
-                logger.exception("unexpected error handling a %s frame", context.get("request_type", "?"))
+                logger.error("unexpected error handling a %s frame", context.get("request_type", "?"), exc_info=exc)
                 sentry_sdk.capture_exception(exc)
                 err = ProtocolError(ErrorCode.INTERNAL, "internal error; it has been reported")
             await self.send_event({**err.as_event(), **{k: v for k, v in context.items() if k not in err.extra}})
+
+    async def pipeline(self, work: Awaitable[Any]) -> None:
+        """Let the frame being handled finish in the background: the socket's next frames go on meanwhile.
+
+        For the rest of a handler whose order was settled before it returns (a message's
+        place in its room is taken when ``chat.group_commit`` queues it, in frame order)
+        and that only has to report its end: one socket's frames then share a write instead
+        of each waiting for the one before (bench/fanout S2, one publisher). A failure is
+        reported as the frame's own would be (an ``error`` event with its type and
+        client_id). At most ``PIPELINE_MAX`` run at once per socket; past that, this waits
+        for one to end, so the socket's next frame waits too.
+        """
+        context = _frame_context.get() or {}
+        task = asyncio.get_running_loop().create_task(self._finish(work, context))
+        running = self._pipelined
+        running.add(task)
+        task.add_done_callback(running.discard)
+        if len(running) >= PIPELINE_MAX:
+            await asyncio.wait(set(running), return_when=asyncio.FIRST_COMPLETED)
+
+    async def _finish(self, work: Awaitable[Any], context: dict[str, Any]) -> None:
+        try:
+            await work
+        except Exception as exc:
+            await self._report(exc, context)
+
+    @functools.cached_property
+    def _pipelined(self) -> set[asyncio.Task]:
+        """This socket's frames finishing in the background (``pipeline``); made on first use."""
+        return set()
 
     async def handle_ping(self, p: dict[str, Any]) -> None:
         """Answer the heartbeat."""

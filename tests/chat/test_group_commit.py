@@ -19,7 +19,7 @@ from django.utils import timezone
 from chat import errors, services
 from chat.group_commit import GroupCommit
 from chat.models import Membership, Message, Room
-from tests.chat.test_consumers import connect, join, recv
+from tests.chat.test_consumers import connect, drain, join, recv
 from tests.chat.test_services import Boom, GroupListener
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -171,3 +171,43 @@ def test_replies_and_html_in_a_batch(rooms, posters):
     assert isinstance(outcomes[1], errors.MessageNotFound)
     assert first.html and "<strong>" in first.html
     assert room_seqs(rooms[0]) == [1, 2]
+
+
+async def test_one_sockets_messages_sent_back_to_back_share_writes_and_keep_their_order(rooms, posters, settings):
+    """One socket (a bot, the bench's publisher) sending without waiting: its messages take seqs in
+    the order it sent them, are written in fewer batches than messages (the next one does not wait
+    for the last one's commit), a repeated client_id gets the original back to it alone, and a
+    refused one reports an ``error`` with its own client_id while the ones after it go on."""
+    from chat.group_commit import group_commit
+
+    settings.REALTIME = {**settings.REALTIME, "RATE_BURST": 1000, "RATE_PER_SECOND": 1000.0}
+    alice, bob, _ = posters
+    sender, other = await connect(alice), await connect(bob)
+    for comm in (sender, other):
+        await join(comm, rooms[0].slug)
+    before = group_commit().batches
+    for i in range(30):
+        await sender.send_json_to({"type": "message", "room": rooms[0].slug, "body": f"n{i}", "client_id": f"bb{i}"})
+        if i == 10:
+            await sender.send_json_to({"type": "message", "room": rooms[0].slug, "body": "n3", "client_id": "bb3"})
+        if i == 20:  # not a message this socket may post: an unknown reply target
+            await sender.send_json_to({"type": "message", "room": rooms[0].slug, "body": "bad", "client_id": "bad-1",
+                                       "reply_to": 10**9})
+    seen = []
+    while len(seen) < 30:
+        event = await recv(other, type_="message")
+        seen.append((event["seq"], event["body"]))
+    assert seen == [(i + 1, f"n{i}") for i in range(30)]
+    mine: list[dict] = []
+    while len(mine) < 30 + 1 + 1:  # its 30 broadcasts, the repeat's original, the error
+        event = await sender.receive_json_from(timeout=5)
+        if event["type"] in ("message", "error"):
+            mine.append(event)
+    mine += [e for e in await drain(sender) if e["type"] in ("message", "error")]  # and nothing more
+    assert sorted(e["seq"] for e in mine if e["type"] == "message") == sorted([*range(1, 31), 4])
+    errors_ = [e for e in mine if e["type"] == "error"]
+    assert [(e["client_id"], e["request_type"]) for e in errors_] == [("bad-1", "message")]
+    assert group_commit().batches - before < 31
+    assert await sync_to_async(room_seqs)(rooms[0]) == list(range(1, 31))
+    for comm in (sender, other):
+        await comm.disconnect()
