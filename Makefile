@@ -42,7 +42,7 @@ lint: setup
 	@.venv/bin/ruff check .
 	@.venv/bin/lint-imports --no-cache
 
-# The benchmarks (bench/README.md): about 45 minutes; results in bench/results/.
+# The benchmarks (bench/README.md): about 65 minutes; results in bench/results/.
 # S6 (100,000 sockets) runs on its own: the open-file limit per process (20,000 here, not
 # raisable without CAP_SYS_RESOURCE) needs the project on six processes and six load ones.
 bench: setup
