@@ -269,11 +269,11 @@ class ChatConsumer(ProtocolConsumer):
             room=room, author=self.user, body=p["body"], client_id=p.get("client_id"), membership=membership,
             attachments=tuple(p.get("attachments", ())), reply_to=p.get("reply_to"),
         ))
-        await self.pipeline(self._message_written(written))
+        await self.pipeline(self._message_written(slug, written))
 
-    async def _message_written(self, written: Any) -> None:
+    async def _message_written(self, slug: str, written: Any) -> None:
         message, created = await written
-        if not created:
+        if not created and slug in self.rooms:  # a repeat: its original, unless the socket left meanwhile
             await self.send_event(await db(events.message_event)(message))
 
     async def handle_edit(self, p: dict[str, Any]) -> None:
@@ -336,7 +336,10 @@ class ChatConsumer(ProtocolConsumer):
         if room is None:
             event = message.get("event") or {}
             if event.get("type") == "membership":
-                self.memberships.pop(event.get("room"), None)  # changed: read again on the next message
+                # Changed: read again on the next message, and at the write of those queued with it.
+                standing = self.memberships.pop(event.get("room"), None)
+                if standing is not None:
+                    standing.stale = True
                 self._membership_changes += 1
             return True
         held = self.joining.get(room)

@@ -15,6 +15,7 @@ wait behind the first; gathering the waiters into it instead turns N commits int
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import weakref
 from typing import Any
 
@@ -49,7 +50,8 @@ class GroupCommit:
         future: asyncio.Future = loop.create_future()
         self.pending.append((draft, future))
         if self.task is None or self.task.done():
-            self.task = loop.create_task(self._drain(), name="chat-group-commit")
+            # A fresh context: not the one of the frame that happened to start it.
+            self.task = loop.create_task(self._drain(), name="chat-group-commit", context=contextvars.Context())
         return future
 
     async def _drain(self) -> None:

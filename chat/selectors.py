@@ -121,13 +121,16 @@ class Standing:
     A joined socket answers every message's permission question from the membership its
     join read (chat.consumers). Rather than the model instance it was read into (its
     ``_state``, the ids, the dates, the cached related objects), the socket keeps this
-    record of the three values the answer depends on, in slots.
+    record of the three values the answer depends on, in slots. ``stale``: a ``membership``
+    event said it changed since; a message queued with it is checked against the database
+    when it is written (chat.services).
     """
 
-    __slots__ = ("role", "muted_until", "banned")
+    __slots__ = ("role", "muted_until", "banned", "stale")
 
     def __init__(self, membership: Membership) -> None:
         self.role, self.muted_until, self.banned = membership.role, membership.muted_until, membership.banned
+        self.stale = False
 
     @classmethod
     def of(cls, membership: Membership | None) -> Standing | None:

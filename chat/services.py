@@ -216,8 +216,9 @@ def _postable_membership(
 ) -> Membership | None:
     # Every message runs this (selectors.membership_of: a raw query, no query building). A
     # socket passes the membership it cached at join (ChatConsumer drops it when a
-    # ``membership`` event says it changed).
-    if membership is selectors.UNLOADED:
+    # ``membership`` event says it changed, and marks it stale for the messages already
+    # queued with it: those are checked against the database here).
+    if membership is selectors.UNLOADED or getattr(membership, "stale", False):
         membership = selectors.membership_of(room=room, user=user)
     selectors.room_access(room=room, user=user, membership=membership).require("post")
     return membership

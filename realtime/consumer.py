@@ -310,7 +310,15 @@ class ProtocolConsumer(LayerlessConsumer):
         try:
             await work
         except Exception as exc:
-            await self._report(exc, context)
+            try:
+                await self._report(exc, context)
+            except Exception:  # the report itself failed (the socket went away meanwhile)
+                logger.warning("reporting a %s frame's failure failed", context.get("request_type", "?"),
+                               exc_info=True)
+
+    def in_flight(self) -> list[asyncio.Task]:
+        """This socket's frames still finishing in the background (``pipeline``)."""
+        return list(self.__dict__.get("_pipelined", ()))
 
     @functools.cached_property
     def _pipelined(self) -> set[asyncio.Task]:

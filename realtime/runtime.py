@@ -232,6 +232,11 @@ class Runtime:
                 logger.warning("drain: closing a socket failed", exc_info=True)
         if sockets:
             logger.warning("drain: closed %d socket(s) with %d", len(sockets), code)
+            # Their messages still being written (ProtocolConsumer.pipeline) are committed and
+            # their broadcasts queued before the outbox is flushed (stop).
+            writes = [task for socket in sockets for task in socket.in_flight()]
+            if writes:
+                await _bounded(asyncio.gather(*writes, return_exceptions=True), "the sockets' writes in flight")
             await asyncio.sleep(flush)
         return len(sockets)
 

@@ -211,3 +211,22 @@ async def test_one_sockets_messages_sent_back_to_back_share_writes_and_keep_thei
     assert await sync_to_async(room_seqs)(rooms[0]) == list(range(1, 31))
     for comm in (sender, other):
         await comm.disconnect()
+
+
+def test_a_draft_queued_with_a_standing_that_went_stale_is_checked_against_the_database(rooms, posters):
+    """A mute that lands while a socket's messages wait in the queue: the socket marks the standing
+    they carry stale (its ``membership`` event), and the write reads the membership again, so the
+    muted author's queued draft is refused; a fresh standing is trusted as it is (no query)."""
+    from chat import selectors
+
+    alice = posters[0]
+    membership = selectors.membership_of(room=rooms[0], user=alice)
+    standing = selectors.Standing.of(membership)
+    Membership.objects.filter(pk=membership.pk).update(muted_until=timezone.now() + timedelta(hours=1))
+    trusted = services.messages_post(drafts=[services.MessageDraft(rooms[0], alice, "before the event", "st-1",
+                                                                   membership=standing)])
+    assert trusted[0][1] is True
+    standing.stale = True
+    refused = services.messages_post(drafts=[services.MessageDraft(rooms[0], alice, "after it", "st-2",
+                                                                   membership=standing)])
+    assert isinstance(refused[0], errors.Muted)

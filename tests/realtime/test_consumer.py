@@ -62,7 +62,31 @@ async def test_a_frame_that_fails_in_the_background_reports_its_own_type_and_cli
         await consumer.pipeline(refused())
     finally:
         _frame_context.reset(token)
-    _frame_context.set({"request_type": "typing", "client_id": "now"})
+    token = _frame_context.set({"request_type": "typing", "client_id": "now"})  # the frame being read meanwhile
     await asyncio.sleep(0.05)
+    _frame_context.reset(token)
     assert consumer.sent == [{"type": "error", "code": "forbidden", "detail": "no", "request_type": "message",
                               "client_id": "late-1"}]
+
+
+async def test_a_drain_waits_for_the_sockets_frames_still_finishing() -> None:
+    """Shutdown: the messages a closing socket is still writing (``pipeline``) finish before the
+    drain returns, so the stop that follows flushes their broadcasts instead of cutting them off."""
+    from realtime.runtime import Runtime
+
+    class Closing(Recorder):
+        async def close(self, code: int | None = None, reason: str | None = None) -> None:
+            self._closing = True
+
+    consumer = Closing()
+    finished: list[str] = []
+
+    async def write() -> None:
+        await asyncio.sleep(0.3)
+        finished.append("written")
+
+    await consumer.pipeline(write())
+    runtime = Runtime(asyncio.get_running_loop())
+    runtime.sockets.add(consumer)
+    assert await runtime.drain(4000, flush=0) == 1
+    assert finished == ["written"]
