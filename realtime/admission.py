@@ -151,7 +151,7 @@ def handshake_admit() -> tuple[int | None, float]:
 
 def handshake_done(scope: dict[str, Any]) -> None:
     """The handshake of ``scope`` was accepted or refused: free its in-flight slot."""
-    _in_flight.leave(scope.get(SCOPE_KEY))
+    slot_done(scope.get(SCOPE_KEY))
 
 
 def slot_done(slot: int | None) -> None:
